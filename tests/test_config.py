@@ -1,0 +1,65 @@
+"""Presets and configuration validation: a bad value gives a one-line error that names the field."""
+
+import pytest
+
+from vitgan import Config, ConfigError, presets
+
+
+def test_paper_presets_match_the_paper():
+    c = presets.get("cifar10")
+    assert (c.resolution, c.g_patch, c.d_patch, c.g_depth, c.d_depth) == (32, 4, 4, 4, 4)
+    assert (c.g_dim, c.g_mlp_dim, c.g_heads, c.d_dim, c.d_mlp_dim, c.d_heads) == (384, 1536, 6, 384, 1536, 6)
+    assert (c.z_dim, c.d_attention, c.d_norm, c.d_overlap, c.g_design, c.g_head) == (384, "l2", "isn", True, "C", "inr")
+    for name in ("celeba64", "lsun64"):
+        c = presets.get(name)
+        assert (c.resolution, c.g_patch, c.d_patch, c.g_depth, c.d_depth, c.channels) == (64, 8, 8, 6, 6, 3)
+    m = presets.get("mnist")
+    assert (m.resolution, m.channels) == (32, 1)
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        ({"g_heads": 5}, "g_heads"),
+        ({"d_heads": 7}, "d_heads"),
+        ({"g_patch": 5}, "g_patch"),
+        ({"d_patch": 3, "resolution": 33, "g_patch": 3}, "d_patch"),
+        ({"channels": 2}, "channels"),
+        ({"g_design": "D"}, "g_design"),
+        ({"d_attention": "cosine"}, "d_attention"),
+        ({"d_norm": "bn"}, "d_norm"),
+        ({"g_dim": 0}, "g_dim"),
+        ({"g_depth": -1}, "g_depth"),
+        ({"g_depth": 2.5}, "g_depth"),
+        ({"d_overlap": "yes"}, "d_overlap"),
+        ({"mapping_lr_mul": float("nan")}, "mapping_lr_mul"),
+        ({"d_arch": "cnn", "resolution": 24, "g_patch": 4}, "resolution"),
+        ({"not_a_field": 1}, "not_a_field"),
+    ],
+)
+def test_bad_values_name_the_field(overrides, field):
+    with pytest.raises(ConfigError) as info:
+        presets.get("mnist", **overrides)
+    message = str(info.value)
+    assert message.startswith(field + ":") and "\n" not in message
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="^preset: unknown preset 'imagenet'"):
+        presets.get("imagenet")
+
+
+def test_overrides_and_round_trip():
+    c = presets.get("cifar10", d_attention="dot", d_overlap=False)
+    assert c.d_attention == "dot" and not c.d_overlap and c.resolution == 32
+    assert Config.from_dict(c.to_dict()) == c
+    assert c.replace(g_depth=2).g_depth == 2
+
+
+def test_parse_value():
+    assert Config.parse_value("g_depth", "6") == 6
+    assert Config.parse_value("d_overlap", "false") is False
+    assert Config.parse_value("mapping_lr_mul", "0.1") == 0.1
+    assert Config.parse_value("g_design", "A") == "A"
+    with pytest.raises(ConfigError, match="^g_depth: cannot read 'six' as int"):
+        Config.parse_value("g_depth", "six")

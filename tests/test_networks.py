@@ -1,0 +1,92 @@
+"""Every preset and every ablation: output shapes, value ranges, no NaN, and a gradient for every parameter."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitgan import CNNDiscriminator, Discriminator, Generator, build_discriminator, presets
+
+ABLATIONS = {
+    "vitgan": {},
+    "d_dot": {"d_attention": "dot"},
+    "d_sn": {"d_norm": "sn"},
+    "d_no_norm": {"d_norm": "none"},
+    "d_no_overlap": {"d_overlap": False},
+    "vanilla_d": {"d_attention": "dot", "d_norm": "none", "d_overlap": False},
+    "g_design_a": {"g_design": "A"},
+    "g_design_b": {"g_design": "B"},
+    "g_linear_head": {"g_head": "linear"},
+    "cnn_d": {"d_arch": "cnn"},
+}
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+@pytest.mark.parametrize("preset", presets.names())
+def test_networks(preset, ablation):
+    torch.manual_seed(0)
+    cfg = presets.get(preset, **ABLATIONS[ablation])
+    g, d = Generator(cfg), build_discriminator(cfg)
+    batch = 4
+    fake = g(torch.randn(batch, g.z_dim))
+    assert fake.shape == (batch, cfg.channels, cfg.resolution, cfg.resolution)
+    assert torch.isfinite(fake).all() and fake.abs().max() <= 1.0
+    real = torch.rand(batch, cfg.channels, cfg.resolution, cfg.resolution) * 2 - 1
+    logits_fake, logits_real = d(fake), d(real)
+    assert logits_fake.shape == (batch,) and logits_real.shape == (batch,)
+    assert torch.isfinite(logits_fake).all() and torch.isfinite(logits_real).all()
+    (F.softplus(logits_fake) + F.softplus(-logits_real)).sum().backward()  # D's logistic loss
+    for net_name, net in (("G", g), ("D", d)):
+        for name, p in net.named_parameters():
+            assert p.grad is not None, f"{net_name}.{name} received no gradient"
+            assert torch.isfinite(p.grad).all(), f"{net_name}.{name} has a non-finite gradient"
+            assert p.grad.abs().sum() > 0, f"{net_name}.{name} received a zero gradient"
+
+
+def test_ablation_switches_change_the_architecture():
+    base = presets.get("mnist")
+    assert isinstance(build_discriminator(base), Discriminator)
+    assert isinstance(build_discriminator(base.replace(d_arch="cnn")), CNNDiscriminator)
+    d_dot = Discriminator(base.replace(d_attention="dot", d_norm="none", d_overlap=False))
+    assert not any("parametrizations" in name for name, _ in d_dot.named_parameters())
+    assert d_dot.patch_embed.in_features == 16  # 4x4x1 non-overlapping patches
+    g_b = Generator(base.replace(g_design="B"))
+    assert not any(isinstance(m, type(Generator(base).blocks[0].norm1)) for m in g_b.modules())
+
+
+def test_vit_networks_have_no_convolution():
+    cfg = presets.get("cifar10")
+    for net in (Generator(cfg), Discriminator(cfg)):
+        assert not any(isinstance(m, nn.modules.conv._ConvNd) for m in net.modules())
+
+
+def test_every_discriminator_linear_layer_is_normalised():
+    from vitgan.nn import ISNLinear
+
+    d = Discriminator(presets.get("mnist"))
+    linears = [m for m in d.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(isinstance(m, ISNLinear) for m in linears)
+    # patch projection, qk and v and output per block, 2 MLP layers per block, head
+    assert len(linears) == 1 + d.cfg.d_depth * 5 + 1
+
+
+def test_bad_input_shapes_give_one_line_errors():
+    cfg = presets.get("mnist")
+    with pytest.raises(ValueError, match=r"z: expected shape \(B, 128\)"):
+        Generator(cfg)(torch.randn(2, 7))
+    for d in (Discriminator(cfg), CNNDiscriminator(cfg.replace(d_arch="cnn"))):
+        with pytest.raises(ValueError, match=r"images: expected shape \(B, 1, 32, 32\)"):
+            d(torch.randn(2, 3, 32, 32))
+
+
+def test_minibatch_std_feature():
+    from vitgan.networks.cnn_discriminator import MinibatchStd
+
+    x = torch.randn(8, 3, 4, 4)
+    out = MinibatchStd(group_size=4)(x)
+    assert out.shape == (8, 4, 4, 4)
+    # group of sample 0: samples 0, 2, 4, 6 (i = j mod 8/4); std over the group, averaged over features and pixels
+    group = x[[0, 2, 4, 6]]
+    expected = (group.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+    torch.testing.assert_close(out[0, 3], expected.expand(4, 4))
+    torch.testing.assert_close(out[6, 3], expected.expand(4, 4))

@@ -1,0 +1,10 @@
+"""vitgan: ViTGAN (Lee et al., "ViTGAN: Training GANs with Vision Transformers", ICLR 2022) in PyTorch."""
+
+from vitgan import presets
+from vitgan.config import Config, ConfigError
+from vitgan.networks import CNNDiscriminator, Discriminator, Generator, build_discriminator
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "ConfigError", "Generator", "Discriminator", "CNNDiscriminator", "build_discriminator",
+           "presets", "__version__"]

@@ -1,0 +1,44 @@
+"""Image grids and PNG output (Pillow; no torchvision)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8 in [0, 255]."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def grid_array(images: torch.Tensor, *, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile a batch (B, C, H, W) in [-1, 1] into one (H', W', C) uint8 array, `nrow` images per row."""
+    pixels = to_uint8(images)
+    count, height, width, channels = pixels.shape
+    nrow = nrow or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / nrow)
+    grid = np.zeros((rows * (height + padding) + padding, nrow * (width + padding) + padding, channels), np.uint8)
+    for i, image in enumerate(pixels):
+        top, left = padding + (i // nrow) * (height + padding), padding + (i % nrow) * (width + padding)
+        grid[top:top + height, left:left + width] = image
+    return grid
+
+
+def save_png(array: np.ndarray, path: str | Path) -> None:
+    """Write an (H, W, C) uint8 array as PNG, atomically: a crash never leaves a truncated file at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None) -> None:
+    save_png(grid_array(images, nrow=nrow), path)

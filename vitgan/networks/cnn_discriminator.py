@@ -1,0 +1,84 @@
+"""A StyleGAN2-style residual CNN discriminator with minibatch standard deviation ("ViTGAN G + CNN D")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitgan.config import Config
+from vitgan.networks.discriminator import check_images
+
+_GAIN = math.sqrt(2.0)
+
+
+def _lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2) * _GAIN
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3 -> lrelu -> conv3x3 -> lrelu -> 2x average-pool, plus a pooled 1x1 skip; the sum divided by sqrt(2)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.skip(F.avg_pool2d(x, 2))
+        x = F.avg_pool2d(_lrelu(self.conv1(_lrelu(self.conv0(x)))), 2)
+        return (x + skip) / math.sqrt(2.0)
+
+
+class MinibatchStd(nn.Module):
+    """Appends one feature map: the standard deviation across a group of samples, averaged over features and pixels.
+
+    Samples i and j share a group when i = j (mod B / G), G the largest divisor of B not above `group_size`.
+    """
+
+    def __init__(self, group_size: int = 4) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group_size, n)
+        while n % g:
+            g -= 1
+        y = x.reshape(g, n // g, c, h, w)
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
+        y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)  # (n, 1, h, w)
+        return torch.cat([x, y], dim=1)
+
+
+class CNNDiscriminator(nn.Module):
+    """Residual CNN D: fromRGB, residual blocks halving the resolution down to 4x4, minibatch std, conv, 2 FC.
+
+    Channels at resolution r are min(d_cnn_max, d_cnn_base // r). `D(x)` returns logits (B,).
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+        def ch(r: int) -> int:
+            return max(1, min(cfg.d_cnn_max, cfg.d_cnn_base // r))
+
+        self.from_rgb = nn.Conv2d(cfg.channels, ch(cfg.resolution), 1)
+        resolutions = [cfg.resolution // 2**i for i in range(int(math.log2(cfg.resolution)) - 1)]  # R, R/2, ..., 4
+        self.blocks = nn.ModuleList(ResidualBlock(ch(r), ch(r // 2)) for r in resolutions[:-1])
+        self.mbstd = MinibatchStd()
+        self.conv = nn.Conv2d(ch(4) + 1, ch(4), 3, padding=1)
+        self.fc = nn.Linear(ch(4) * 16, ch(4))
+        self.out = nn.Linear(ch(4), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x, self.cfg)
+        h = _lrelu(self.from_rgb(x))
+        for block in self.blocks:
+            h = block(h)
+        h = _lrelu(self.conv(self.mbstd(h)))
+        return self.out(_lrelu(self.fc(h.flatten(1)))).squeeze(-1)

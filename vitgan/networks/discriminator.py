@@ -1,0 +1,70 @@
+"""The ViTGAN discriminator (paper, Section 3.1): a convolution-free ViT with L2 attention, ISN, overlapping patches."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vitgan.config import Config
+from vitgan.nn import Attention, L2Attention, image_patches, linear_for
+from vitgan.nn.spectral import LinearFactory
+
+
+def check_images(x: torch.Tensor, cfg: Config) -> None:
+    """Raise a one-line ValueError unless x is a batch (B, channels, resolution, resolution)."""
+    expected = (cfg.channels, cfg.resolution, cfg.resolution)
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(f"images: expected shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+
+
+class DiscriminatorBlock(nn.Module):
+    """Pre-LayerNorm transformer block; every linear layer built by `linear` (ISN, SN or plain)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, attention: str, linear: LinearFactory) -> None:
+        super().__init__()
+        attn_cls = L2Attention if attention == "l2" else Attention
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attn_cls(dim, num_heads, linear=linear)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(linear(dim, mlp_dim), nn.GELU(), linear(mlp_dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Discriminator(nn.Module):
+    """ViT discriminator: `D(x)` takes images (B, C, H, W) in [-1, 1] and returns logits (B,).
+
+    Patches of side P + 2o with stride P (o = P/2 when `d_overlap`, else 0), zero-padded by o at the border, are
+    projected to tokens; a class token and learned 1-D positional embeddings are added; pre-LN blocks with L2 (or
+    dot-product) attention follow; the logit is a linear projection of the class token after a final LayerNorm.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.overlap = cfg.d_patch // 2 if cfg.d_overlap else 0
+        linear = linear_for(cfg.d_norm)
+        num_tokens = (cfg.resolution // cfg.d_patch) ** 2
+        patch_features = cfg.channels * (cfg.d_patch + 2 * self.overlap) ** 2
+        self.patch_embed = linear(patch_features, cfg.d_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.d_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens + 1, cfg.d_dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(
+            DiscriminatorBlock(cfg.d_dim, cfg.d_heads, cfg.d_mlp_dim, attention=cfg.d_attention, linear=linear)
+            for _ in range(cfg.d_depth)
+        )
+        self.norm = nn.LayerNorm(cfg.d_dim)
+        self.head = linear(cfg.d_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x, self.cfg)
+        tokens = self.patch_embed(image_patches(x, self.cfg.d_patch, self.overlap))  # (B, L, dim)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        h = torch.cat([cls, tokens], dim=1) + self.pos_embed  # (B, 1 + L, dim)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.norm(h[:, 0])).squeeze(-1)

@@ -1,0 +1,18 @@
+"""Building blocks of ViTGAN: L2 attention, improved spectral normalisation, SLN, Fourier features, INR layers."""
+
+from vitgan.nn.attention import Attention, L2Attention
+from vitgan.nn.layers import (
+    SLN,
+    EqualizedLinear,
+    FourierFeatures,
+    LayerNormIgnoringW,
+    ModulatedLinear,
+    grid_coordinates,
+)
+from vitgan.nn.patches import image_patches
+from vitgan.nn.spectral import ISNLinear, SNLinear, XavierLinear, linear_for
+
+__all__ = [
+    "Attention", "L2Attention", "ISNLinear", "SNLinear", "XavierLinear", "linear_for", "SLN", "LayerNormIgnoringW",
+    "FourierFeatures", "EqualizedLinear", "ModulatedLinear", "grid_coordinates", "image_patches",
+]
