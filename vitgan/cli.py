@@ -8,25 +8,13 @@ import json
 import sys
 import typing
 from collections.abc import Sequence
-
-import torch
+from pathlib import Path
+from typing import Any
 
 from vitgan import presets
 from vitgan.config import Config, ConfigError
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,7' -> [0, 1, 2, 3, 7]."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            seeds.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ConfigError(f"seeds: cannot read {text!r}; use a list like 0-63 or 1,5,9") from None
-    if not seeds or min(seeds) < 0:
-        raise ConfigError(f"seeds: {text!r} gives no non-negative seed")
-    return seeds
+from vitgan.data import DataError
+from vitgan.training.checkpoint import CheckpointError
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,18 +29,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                            help=f"default in the preset; Config default {field.default!r}")
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = {
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The Config fields given explicitly on the command line, converted to their types."""
+    return {
         f.name: Config.parse_value(f.name, getattr(args, f"cfg_{f.name}"))
         for f in dataclasses.fields(Config)
         if getattr(args, f"cfg_{f.name}") is not None
     }
-    return presets.get(args.preset, **overrides)
-
-
-def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
-    """One z per seed, drawn from its own generator: the same seed gives the same z whatever the batch."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
@@ -66,19 +49,38 @@ def cmd_presets(args: argparse.Namespace) -> None:
             print(json.dumps(cfg.to_dict(), indent=2))
 
 
-def cmd_sample(args: argparse.Namespace) -> None:
-    from vitgan.images import save_grid
-    from vitgan.networks import Generator
+def cmd_train(args: argparse.Namespace) -> None:
+    from vitgan.training import checkpoint
+    from vitgan.training.loop import RunOptions, find_training_state, resume_config, train
 
-    cfg = config_from_args(args)
+    opts = RunOptions(preset=args.preset, data=args.data, outdir=args.outdir, seed=args.seed, resume=args.resume,
+                      precision=args.precision, device=args.device, minutes=args.minutes, tick_kimg=args.tick,
+                      snap=args.snap)
+    opts.check()
+    overrides = overrides_from_args(args)
+    state = None
+    if args.resume:
+        state = checkpoint.load_training_state(find_training_state(args.resume))
+        cfg = resume_config(state, overrides)
+    else:
+        cfg = presets.get(args.preset, **overrides)
+    if args.dry_run:
+        print(json.dumps({"config": cfg.to_dict(), "run": dataclasses.asdict(opts)}, indent=2))
+        return
+    train(cfg, opts, state)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from vitgan.sampling import parse_seeds, write_images
+    from vitgan.training.checkpoint import load
+
     seeds = parse_seeds(args.seeds)
-    torch.manual_seed(args.seed)
-    generator = Generator(cfg).eval()
-    with torch.no_grad():
-        images = torch.cat([generator(latents(seeds[i:i + 64], cfg.z_dim)) for i in range(0, len(seeds), 64)])
-    save_grid(images, args.out)
-    print(f"wrote {len(seeds)} samples of an untrained '{args.preset}' generator (weights seed {args.seed}) "
-          f"to {args.out}")
+    if args.batch < 1:
+        raise ConfigError(f"batch: must be positive, got {args.batch}")
+    generator = load(args.ckpt, device=args.device)
+    written = write_images(generator, seeds, Path(args.outdir), psi=args.trunc, batch=args.batch,
+                           interpolation_steps=args.steps if args.interpolate else 0)
+    print(f"wrote {len(written)} images to {args.outdir}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,12 +91,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="also print every field")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("sample", help="write a sample grid from a freshly initialised generator")
+    p = sub.add_parser("train", help="train a ViTGAN (default: the mnist preset on the bundled MNIST digits)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(p)
+    p.add_argument("--data", default="mnist", help="'mnist' (the bundled 5k digits) or a folder of images")
+    p.add_argument("--outdir", default="runs", help="runs are written to OUTDIR/NNNNN-<preset>-<data>/")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the run")
+    p.add_argument("--resume", help="a training-state-*.pt file, or a run folder (its newest training state)")
+    p.add_argument("--tick", type=float, default=2.0, help="kimg between status lines and sample grids")
+    p.add_argument("--snap", type=int, default=10, help="ticks between network snapshots and training states")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes (a final snapshot is written)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="autocast dtype; auto = bf16 where the hardware has bf16 matrix units")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="write images from a network snapshot",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="a network-snapshot-*.safetensors file")
     p.add_argument("--seeds", default="0-63", help="latent seeds, e.g. 0-63 or 1,5,9")
-    p.add_argument("--seed", type=int, default=0, help="seed of the network initialisation")
-    p.add_argument("--out", default="samples.png", help="output PNG")
-    p.set_defaults(func=cmd_sample)
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (1 = none)")
+    p.add_argument("--interpolate", action="store_true", help="also interpolate between consecutive seeds")
+    p.add_argument("--steps", type=int, default=8, help="interpolation frames per pair of seeds")
+    p.add_argument("--batch", type=int, default=32, help="images per forward pass")
+    p.add_argument("--outdir", default="out", help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_generate)
     return parser
 
 
@@ -102,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except ConfigError as error:
+    except (ConfigError, DataError, CheckpointError) as error:
         print(f"vitgan: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from vitgan.training.augment import parse_policy
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid. The message is one line and starts with the field's name."""
@@ -51,14 +53,34 @@ class Config:
     d_cnn_base: int = 16384  # CNN D: channels at resolution r are min(d_cnn_max, d_cnn_base // r)
     d_cnn_max: int = 512
 
+    # --- training (paper, Section 4: Adam (0, 0.99), lr 0.002, batch 128, bCR 10, DiffAugment, optional R1) ---
+    batch: int = 128  # total batch size
+    g_lr: float = 0.002
+    d_lr: float = 0.002
+    beta1: float = 0.0
+    beta2: float = 0.99
+    augment: str = "color,translation,cutout,scale"  # DiffAugment policy, applied to real and fake images before D
+    augment_p: float = 0.8  # probability of each augmentation, per sample
+    bcr_real: float = 10.0  # balanced consistency regularisation weights
+    bcr_fake: float = 10.0
+    bcr_shift: float = 0.125  # bCR's transformation T: a random translation of up to this fraction of the image
+    r1_gamma: float = 0.0  # R1 on real images (0 = off; the paper found it weakens a ViT D)
+    r1_interval: int = 16  # lazy R1: every this many D steps, scaled by the interval
+    ema_kimg: float = 10.0  # half-life of the generator's EMA, in thousands of images
+    ema_rampup: float = 0.05  # EMA half-life at most this fraction of the images seen so far (0 = no ramp-up)
+    kimg: float = 25000.0  # training length, in thousands of real images shown to D
+
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), hints[f.name])
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
-                raise ConfigError(f"{f.name}: must be positive, got {value}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if f.name in _MAY_BE_ZERO and value < 0:
+                    raise ConfigError(f"{f.name}: must be zero or positive, got {value}")
+                if f.name not in _MAY_BE_ZERO and value <= 0:
+                    raise ConfigError(f"{f.name}: must be positive, got {value}")
         self._check_relations()
 
     def _check_relations(self) -> None:
@@ -76,6 +98,14 @@ class Config:
         else:
             need(self.resolution >= 4 and math.log2(self.resolution).is_integer(), "resolution",
                  "must be a power of two >= 4 for the CNN discriminator")
+        need(self.beta1 < 1, "beta1", "must be below 1")
+        need(self.beta2 < 1, "beta2", "must be below 1")
+        need(self.augment_p <= 1, "augment_p", "must be a probability in [0, 1]")
+        need(self.bcr_shift < 1, "bcr_shift", "must be a fraction of the image below 1")
+        try:
+            parse_policy(self.augment)
+        except ValueError as error:
+            raise ConfigError(f"augment: {error}") from None
 
     # --- conversions ---
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +142,9 @@ class Config:
         except ValueError:
             raise ConfigError(f"{name}: cannot read {text!r} as {hint.__name__}") from None
         return text
+
+
+_MAY_BE_ZERO = {"beta1", "augment_p", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma", "ema_kimg", "ema_rampup"}
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:

@@ -129,9 +129,9 @@ class Generator(nn.Module):
             raise ValueError(f"z: expected shape (B, {self.z_dim}), got {tuple(z.shape)}")
         w = self.mapping(z)
         if self.training:
-            self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            self.w_avg.copy_(w.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if psi != 1.0:
-            w = self.w_avg.lerp(w, psi)  # truncation trick: w_avg + psi * (w - w_avg)
+            w = self.w_avg.lerp(w.float(), psi)  # truncation trick: w_avg + psi * (w - w_avg)
         return self.synthesis(w)
 
     def synthesis(self, w: torch.Tensor) -> torch.Tensor:  # w (B, w_dim) -> images (B, C, H, W)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
@@ -39,6 +40,13 @@ class SNLinear(nn.Linear):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         spectral_norm(self, n_power_iterations=n_power_iterations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The power iteration and the normalisation stay in the master weight's precision (fp32) under autocast;
+        # only the matrix product runs in the autocast dtype.
+        with torch.autocast(x.device.type, enabled=False):
+            weight = self.weight
+        return F.linear(x, weight, self.bias)
 
 
 class ISNLinear(SNLinear):

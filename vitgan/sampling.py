@@ -1,0 +1,68 @@
+"""Latents from seeds, and generating images from a trained generator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vitgan.config import ConfigError
+from vitgan.images import grid_array, save_grid, save_png, to_uint8
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ConfigError(f"seeds: cannot read {text!r}; use a list like 0-63 or 1,5,9") from None
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"seeds: {text!r} gives no non-negative seed")
+    return seeds
+
+
+def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+    """One z per seed, each from its own torch.Generator: a seed gives the same z whatever the batch it is in."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+@torch.no_grad()
+def generate(generator: nn.Module, z: torch.Tensor, *, psi: float = 1.0, batch: int = 32) -> torch.Tensor:
+    """Images (N, C, H, W) in [-1, 1] for latents z (N, z_dim), computed `batch` at a time on G's device."""
+    device = next(generator.parameters()).device
+    out = [generator(z[i:i + batch].to(device), psi=psi).float().cpu() for i in range(0, len(z), batch)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def interpolate(generator: nn.Module, seeds: Sequence[int], *, steps: int = 8, psi: float = 1.0) -> torch.Tensor:
+    """For each consecutive pair of seeds, `steps` images along the straight line between their w vectors."""
+    device = next(generator.parameters()).device
+    w = generator.mapping(latents(seeds, generator.z_dim).to(device))
+    w = generator.w_avg.lerp(w, psi)
+    t = torch.linspace(0, 1, steps, device=device)[None, :, None]
+    path = w[:-1, None].lerp(w[1:, None], t).reshape(-1, w.shape[1])  # (pairs * steps, w_dim)
+    return torch.cat([generator.synthesis(path[i:i + 64]).float().cpu() for i in range(0, len(path), 64)])
+
+
+def write_images(generator: nn.Module, seeds: Sequence[int], outdir: Path, *, psi: float = 1.0, batch: int = 32,
+                 interpolation_steps: int = 0) -> list[Path]:
+    """seedNNNN.png per seed and grid.png; with interpolation_steps, interpolation.png (one row per seed pair)."""
+    images = generate(generator, latents(seeds, generator.z_dim), psi=psi, batch=batch)
+    written = []
+    for seed, pixels in zip(seeds, to_uint8(images), strict=True):
+        path = outdir / f"seed{seed:04d}.png"
+        save_png(pixels, path)
+        written.append(path)
+    save_grid(images, outdir / "grid.png")
+    written.append(outdir / "grid.png")
+    if interpolation_steps and len(seeds) > 1:
+        frames = interpolate(generator, seeds, steps=interpolation_steps, psi=psi)
+        save_png(grid_array(frames, nrow=interpolation_steps), outdir / "interpolation.png")
+        written.append(outdir / "interpolation.png")
+    return written

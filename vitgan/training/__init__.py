@@ -1,0 +1,1 @@
+"""Training: losses, DiffAugment, the loop, checkpoints."""

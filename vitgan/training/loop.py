@@ -1,0 +1,425 @@
+"""The ViTGAN training loop: NS loss, DiffAugment, bCR, optional lazy R1, Adam (0, 0.99), an EMA generator.
+
+Progress is counted in images shown to D (kimg), reported once per tick. Each run writes into its own folder
+`runs/NNNNN-<preset>-<data>/`: training_options.json, log.txt, stats.jsonl, TensorBoard events (when tensorboard
+is installed), a sample grid per tick from fixed seeds (EMA generator), losses.png, network snapshots and
+training states (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitgan.config import Config, ConfigError
+from vitgan.data import ImageData, load
+from vitgan.images import save_grid
+from vitgan.networks import Generator, build_discriminator, count_parameters
+from vitgan.sampling import generate, latents
+from vitgan.training import checkpoint
+from vitgan.training.augment import diff_augment, translation
+from vitgan.training.loss import consistency_penalty, d_logistic_loss, g_nonsaturating_loss, r1_penalty
+
+GRID_SEEDS = range(64)
+_SHOWN = ("loss_d", "loss_g", "bcr", "r1", "logits_real", "logits_fake", "g_z_std")  # in the status line
+
+# Fields that may differ when resuming: the schedule and the regularisation weights, not the networks.
+RESUMABLE_FIELDS = {"kimg", "batch", "g_lr", "d_lr", "augment", "augment_p", "bcr_real", "bcr_fake", "bcr_shift",
+                    "r1_gamma", "r1_interval", "ema_kimg", "ema_rampup"}
+
+
+@dataclass
+class RunOptions:
+    """What a run needs besides the Config: where the data and outputs are, and how to run."""
+
+    preset: str = "mnist"
+    data: str = "mnist"
+    outdir: str = "runs"
+    seed: int = 0
+    resume: str | None = None  # a training-state file, or a run folder (its newest training state)
+    precision: str = "auto"  # fp32 | bf16 | auto (bf16 where the hardware has bf16 matrix units)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    minutes: float | None = None  # stop after this wall-clock budget (a final snapshot is still written)
+    tick_kimg: float = 2.0  # report, log and draw a sample grid every this many kimg
+    snap: int = 10  # write a network snapshot and a training state every this many ticks
+
+    def check(self) -> None:
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ConfigError(f"precision: {self.precision!r} is not one of fp32, bf16, auto")
+        if self.tick_kimg <= 0:
+            raise ConfigError(f"tick_kimg: must be positive, got {self.tick_kimg}")
+        if self.snap < 1:
+            raise ConfigError(f"snap: must be a positive number of ticks, got {self.snap}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError(f"minutes: must be positive, got {self.minutes}")
+        if self.seed < 0:
+            raise ConfigError(f"seed: must be zero or positive, got {self.seed}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: cannot use {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} requested but CUDA is not available")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def new_run_dir(outdir: Path, preset: str, data_name: str) -> Path:
+    """outdir/NNNNN-<preset>-<data>, NNNNN one more than the largest number already there."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in outdir.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
+    safe = re.sub(r"[^A-Za-z0-9_.]+", "_", data_name) or "data"
+    run_dir = outdir / f"{max(numbers, default=-1) + 1:05d}-{preset}-{safe}"
+    run_dir.mkdir()
+    return run_dir
+
+
+def find_training_state(path: str) -> Path:
+    """A training-state file, or the newest training-state-*.pt inside a run folder."""
+    p = Path(path)
+    if p.is_dir():
+        states = sorted(p.glob("training-state-*.pt"))
+        if not states:
+            raise ConfigError(f"resume: no training-state-*.pt in {p}")
+        return states[-1]
+    if not p.is_file():
+        raise ConfigError(f"resume: {p} does not exist")
+    return p
+
+
+def ema_beta(cfg: Config, cur_nimg: int) -> float:
+    """Per-step EMA decay for a half-life of ema_kimg thousand images, ramped up early in training."""
+    half_life = cfg.ema_kimg * 1000
+    if cfg.ema_rampup > 0:
+        half_life = min(half_life, cur_nimg * cfg.ema_rampup)
+    return 0.5 ** (cfg.batch / max(half_life, 1e-8))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """ema <- beta * ema + (1 - beta) * model for parameters; buffers (w_avg) are copied."""
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p.detach(), 1 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+class Tee:
+    """Status lines to stdout and to log.txt."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        self.file.write(line + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an optional extra
+        return None
+    return SummaryWriter(str(run_dir))
+
+
+def plot_losses(stats_path: Path, out: Path) -> None:
+    """losses.png: the per-tick means of the loss terms against kimg."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in stats_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    kimg = [r["kimg"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in ("loss_d", "loss_g"):
+        axes[0].plot(kimg, [r[key] for r in rows], label=key)
+    for key in ("logits_real", "logits_fake", "bcr", "r1", "g_z_std"):
+        if key in rows[0]:
+            axes[1].plot(kimg, [r[key] for r in rows], label=key)
+    for ax in axes:
+        ax.set_xlabel("kimg")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("losses")
+    axes[1].set_title("D logits, regularisers, G diversity")
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(out)
+
+
+class Trainer:
+    """Holds the networks, optimisers and counters of one run; `step()` is one D step and one G step."""
+
+    def __init__(self, cfg: Config, data: ImageData, device: torch.device, amp: torch.dtype | None) -> None:
+        self.cfg, self.data, self.device, self.amp = cfg, data, device, amp
+        self.G = Generator(cfg).to(device).train()
+        self.D = build_discriminator(cfg).to(device).train()
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=betas)
+        self.cur_nimg = 0
+        self.tick = 0
+        self.d_steps = 0
+        self.order = torch.randperm(len(data))
+        self.position = 0
+
+    # --- data ---
+    def next_reals(self) -> torch.Tensor:
+        """The next batch of a shuffled pass over the data (a new shuffle per pass)."""
+        picked = []
+        needed = self.cfg.batch
+        while needed:
+            if self.position == len(self.order):
+                self.order, self.position = torch.randperm(len(self.data)), 0
+            take = min(needed, len(self.order) - self.position)
+            picked.append(self.order[self.position:self.position + take])
+            self.position += take
+            needed -= take
+        return self.data.batch(torch.cat(picked)).to(self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.cfg.augment, self.cfg.augment_p)
+
+    def _z(self) -> torch.Tensor:
+        return torch.randn(self.cfg.batch, self.cfg.z_dim).to(self.device)
+
+    # --- one iteration ---
+    def step(self) -> dict[str, float]:
+        cfg, stats = self.cfg, {}
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        reals = self.next_reals()
+        with torch.no_grad(), self._autocast():
+            fakes = self.G(self._z()).float()
+        with self._autocast():
+            real_aug, fake_aug = self._augment(reals), self._augment(fakes)
+            logits_real, logits_fake = self.D(real_aug).float(), self.D(fake_aug).float()
+            loss_d = d_logistic_loss(logits_real, logits_fake)
+            bcr = torch.zeros((), device=self.device)
+            if cfg.bcr_real > 0:  # T: a small translation of the augmented image
+                shifted = self.D(translation(real_aug, ratio=cfg.bcr_shift)).float()
+                bcr = bcr + cfg.bcr_real * consistency_penalty(logits_real, shifted)
+            if cfg.bcr_fake > 0:
+                shifted = self.D(translation(fake_aug, ratio=cfg.bcr_shift)).float()
+                bcr = bcr + cfg.bcr_fake * consistency_penalty(logits_fake, shifted)
+        total = loss_d + bcr
+        if cfg.r1_gamma > 0 and self.d_steps % cfg.r1_interval == 0:  # lazy R1, in fp32
+            real_r1 = real_aug.detach().float().requires_grad_(True)
+            r1 = r1_penalty(real_r1, self.D(real_r1).float())
+            total = total + r1 * (cfg.r1_gamma / 2 * cfg.r1_interval)
+            stats["r1"] = r1.item()
+        self.opt_d.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_d.step()
+        self.d_steps += 1
+
+        self.D.requires_grad_(False)
+        self.G.requires_grad_(True)
+        with self._autocast():
+            loss_g = g_nonsaturating_loss(self.D(self._augment(self.G(self._z()))).float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+
+        self.cur_nimg += cfg.batch
+        update_ema(self.G_ema, self.G, ema_beta(cfg, self.cur_nimg))
+        stats.update(loss_d=loss_d.item(), loss_g=loss_g.item(), bcr=bcr.item(),
+                     logits_real=logits_real.mean().item(), logits_fake=logits_fake.mean().item())
+        for name, value in stats.items():
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{name} became {value} at kimg {self.cur_nimg / 1000:.3f}")
+        return stats
+
+    # --- checkpoints ---
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": "vitgan-training-state-v1",
+            "config": self.cfg.to_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "cur_nimg": self.cur_nimg, "tick": self.tick, "d_steps": self.d_steps,
+            "data": {"order": self.order, "position": self.position},
+            "augment": {"policy": self.cfg.augment, "p": self.cfg.augment_p},
+            "rng": checkpoint.rng_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.cur_nimg, self.tick, self.d_steps = state["cur_nimg"], state["tick"], state["d_steps"]
+        self.order, self.position = state["data"]["order"], state["data"]["position"]
+        if len(self.order) != len(self.data):
+            raise ConfigError(f"resume: the checkpoint's data had {len(self.order)} images, this data has "
+                              f"{len(self.data)}")
+        for opt, lr in ((self.opt_g, self.cfg.g_lr), (self.opt_d, self.cfg.d_lr)):
+            for group in opt.param_groups:  # the resumed run's learning rate, not the checkpoint's
+                group["lr"] = lr
+        checkpoint.set_rng_state(state["rng"])
+
+    def save(self, run_dir: Path, *, keep_states: int = 2) -> Path:
+        snapshot = run_dir / f"network-snapshot-{self.cur_nimg:09d}.safetensors"
+        checkpoint.save_snapshot(snapshot, self.cfg, {"G_ema": self.G_ema, "G": self.G, "D": self.D},
+                                 {"cur_nimg": self.cur_nimg, "tick": self.tick})
+        checkpoint.save_training_state(run_dir / f"training-state-{self.cur_nimg:09d}.pt", self.state())
+        for old in sorted(run_dir.glob("training-state-*.pt"))[:-keep_states]:
+            old.unlink()
+        return snapshot
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+
+def resume_config(state: dict[str, Any], overrides: dict[str, Any]) -> Config:
+    """The configuration of a resumed run: the checkpoint's, with the given schedule overrides applied."""
+    architecture = sorted(set(overrides) - RESUMABLE_FIELDS)
+    if architecture:
+        allowed = ", ".join(sorted(RESUMABLE_FIELDS))
+        raise ConfigError(f"{architecture[0]}: cannot change when resuming (only {allowed})")
+    return Config.from_dict(state["config"]).replace(**overrides)
+
+
+def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = None) -> Path:
+    """Train until cfg.kimg thousand images (or opts.minutes); returns the run folder.
+
+    With `resume_state` (from checkpoint.load_training_state), every network, optimiser, counter and RNG state
+    continues from it; `cfg` must then come from `resume_config`.
+    """
+    opts.check()
+    device = resolve_device(opts.device)
+    amp = resolve_precision(opts.precision, device)
+    data = load(opts.data, resolution=cfg.resolution, channels=cfg.channels)
+    if len(data) < cfg.batch:
+        raise ConfigError(f"batch: {cfg.batch} is larger than the {len(data)} images of {opts.data}")
+
+    torch.manual_seed(opts.seed)
+    np.random.seed(opts.seed)
+    random.seed(opts.seed)
+    trainer = Trainer(cfg, data, device, amp)
+    if resume_state is not None:
+        trainer.load_state(resume_state)
+
+    run_dir = new_run_dir(Path(opts.outdir), opts.preset, data.name)
+    log = Tee(run_dir / "log.txt")
+    options = {"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "device": str(device),
+               "precision": "bf16" if amp == torch.bfloat16 else "fp32", "num_images": len(data),
+               "G_params": count_parameters(trainer.G), "D_params": count_parameters(trainer.D),
+               "torch": torch.__version__, "command": " ".join(sys.argv)}
+    (run_dir / "training_options.json").write_text(json.dumps(options, indent=2) + "\n")
+    tb = _tensorboard(run_dir)
+    stats_path = run_dir / "stats.jsonl"
+    grid_z = latents(GRID_SEEDS, cfg.z_dim)
+    save_grid(data.batch(torch.arange(min(64, len(data)))), run_dir / "reals.png")
+
+    log(f"run folder: {run_dir}")
+    log(f"preset {opts.preset}, data {opts.data} ({len(data)} images), device {device}, precision "
+        f"{options['precision']}, G {options['G_params']:,} params, D {options['D_params']:,} params")
+    if resume_state is not None:
+        log(f"resumed from {opts.resume} at kimg {trainer.cur_nimg / 1000:.1f}, tick {trainer.tick}")
+    total_nimg = int(cfg.kimg * 1000)
+    start_time, start_nimg = time.time(), trainer.cur_nimg
+    tick_start_time, tick_start_nimg = start_time, trainer.cur_nimg
+    sums: dict[str, float] = {}
+
+    def end_tick(final: bool) -> None:
+        """Status line, stats.jsonl row, sample grid, loss plot, TensorBoard; a checkpoint every `snap` ticks."""
+        nonlocal tick_start_time, tick_start_nimg
+        now = time.time()
+        steps = max(sums.pop("steps", 0), 1)
+        row: dict[str, float] = {"tick": trainer.tick, "kimg": trainer.cur_nimg / 1000, "time": now - start_time}
+        images = generate(trainer.G_ema, grid_z)
+        if trainer.cur_nimg > tick_start_nimg:
+            rate = (trainer.cur_nimg - start_nimg) / max(now - start_time, 1e-9)
+            row["sec_per_kimg"] = (now - tick_start_time) / ((trainer.cur_nimg - tick_start_nimg) / 1000)
+            row["img_per_sec"] = rate
+            row.update({key: value / steps for key, value in sums.items()})
+            row["g_z_std"] = float(images.std(dim=0).mean())  # G_ema's per-pixel spread across z
+            eta = (total_nimg - trainer.cur_nimg) / max(rate, 1e-9)
+            if opts.minutes is not None:
+                eta = min(eta, opts.minutes * 60 - (now - start_time))
+            with open(stats_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            plot_losses(stats_path, run_dir / "losses.png")
+            if tb is not None:
+                for key, value in row.items():
+                    tb.add_scalar(f"train/{key}", value, trainer.cur_nimg)
+                tb.add_images("fakes", (images[:32] + 1) / 2, trainer.cur_nimg)
+            terms = "  ".join(f"{k} {row[k]:.3f}" for k in _SHOWN if k in row)
+            log(f"tick {trainer.tick:<4d} kimg {row['kimg']:<7.1f} time {_format_seconds(row['time'])}  "
+                f"sec/kimg {row['sec_per_kimg']:<6.2f} img/s {rate:<6.1f} ETA {_format_seconds(eta)}  {terms}")
+        save_grid(images, run_dir / f"fakes-{trainer.cur_nimg:09d}.png")
+        sums.clear()
+        if final or (trainer.tick > 0 and trainer.tick % opts.snap == 0):
+            log(f"saved {trainer.save(run_dir).name} and its training state")
+        tick_start_time, tick_start_nimg = time.time(), trainer.cur_nimg
+
+    try:
+        end_tick(final=False)  # the starting point's sample grid
+        while True:
+            done = trainer.cur_nimg >= total_nimg
+            out_of_time = opts.minutes is not None and time.time() - start_time >= opts.minutes * 60
+            if done or out_of_time:
+                if trainer.cur_nimg > tick_start_nimg:
+                    trainer.tick += 1
+                end_tick(final=True)
+                break
+            for key, value in trainer.step().items():
+                sums[key] = sums.get(key, 0.0) + value
+            sums["steps"] = sums.get("steps", 0) + 1
+            if trainer.cur_nimg >= tick_start_nimg + opts.tick_kimg * 1000 and trainer.cur_nimg < total_nimg:
+                trainer.tick += 1
+                end_tick(final=False)
+    finally:
+        if tb is not None:
+            tb.close()
+        log.close()
+    return run_dir
+
