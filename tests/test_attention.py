@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vitgan.nn import Attention, ISNLinear, L2Attention
+from vitgan.nn.attention import scaled_attention
 
 
 def reference_l2_attention(x, w_qk, b_qk, w_v, b_v, w_o, b_o, heads):
@@ -38,6 +39,24 @@ def test_l2_attention_matches_formula_outputs_and_gradients():
     ref_grads = torch.autograd.grad(ref, [x, *params], upstream)
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_both_attention_paths_equal_the_explicit_l2_formula(fused):
+    """The SDPA path (2q, k, v with bias -||k||^2 / sqrt(d_h)) and the explicit-matmul path give the same result."""
+    torch.manual_seed(1)
+    qk = torch.randn(2, 3, 6, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 3, 6, 4, dtype=torch.float64, requires_grad=True)
+    scale = 1 / math.sqrt(4)
+    out = scaled_attention(2 * qk, qk, v, scale=scale, key_bias=-qk.square().sum(-1).unsqueeze(-2) * scale,
+                           fused=fused)
+    dist = (qk.unsqueeze(-2) - qk.unsqueeze(-3)).square().sum(-1)  # (B, h, N, N)
+    ref = torch.softmax(-dist * scale, dim=-1) @ v
+    torch.testing.assert_close(out, ref)
+    upstream = torch.randn_like(out)
+    for g, r in zip(torch.autograd.grad(out, [qk, v], upstream), torch.autograd.grad(ref, [qk, v], upstream),
+                    strict=True):
+        torch.testing.assert_close(g, r)
 
 
 def test_query_and_key_come_from_one_parameter():

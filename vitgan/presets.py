@@ -26,6 +26,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         g_patch=4, g_dim=128, g_depth=4, g_heads=4, g_mlp_dim=256, g_fourier_dim=32, g_inr_hidden=64,
         d_patch=4, d_dim=128, d_depth=4, d_heads=4, d_mlp_dim=256,
         d_cnn_base=1024, d_cnn_max=128,
+        batch=32, g_lr=5e-4, d_lr=5e-4, ema_kimg=5.0, kimg=50.0,
     ),
 }
 

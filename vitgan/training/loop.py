@@ -28,7 +28,7 @@ from torch import nn
 from vitgan.config import Config, ConfigError
 from vitgan.data import ImageData, load
 from vitgan.images import save_grid
-from vitgan.networks import Generator, build_discriminator, count_parameters
+from vitgan.networks import CNNDiscriminator, Generator, build_discriminator, count_parameters
 from vitgan.sampling import generate, latents
 from vitgan.training import checkpoint
 from vitgan.training.augment import diff_augment, translation
@@ -224,6 +224,13 @@ class Trainer:
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, self.cfg.augment, self.cfg.augment_p)
 
+    def _d_logits(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """D's fp32 logits for several batches: one forward for the ViT D (whose samples never interact), one per
+        batch for the CNN D (its minibatch-std layer mixes the samples of a batch)."""
+        if isinstance(self.D, CNNDiscriminator):
+            return [self.D(x).float() for x in batches]
+        return list(self.D(torch.cat(batches)).float().split([len(x) for x in batches]))
+
     def _z(self) -> torch.Tensor:
         return torch.randn(self.cfg.batch, self.cfg.z_dim).to(self.device)
 
@@ -237,15 +244,18 @@ class Trainer:
             fakes = self.G(self._z()).float()
         with self._autocast():
             real_aug, fake_aug = self._augment(reals), self._augment(fakes)
-            logits_real, logits_fake = self.D(real_aug).float(), self.D(fake_aug).float()
-            loss_d = d_logistic_loss(logits_real, logits_fake)
-            bcr = torch.zeros((), device=self.device)
-            if cfg.bcr_real > 0:  # T: a small translation of the augmented image
-                shifted = self.D(translation(real_aug, ratio=cfg.bcr_shift)).float()
-                bcr = bcr + cfg.bcr_real * consistency_penalty(logits_real, shifted)
+            batches = [real_aug, fake_aug]
+            weights = [w for w in (cfg.bcr_real, cfg.bcr_fake) if w > 0]
+            if cfg.bcr_real > 0:  # bCR's T: a small translation of the augmented image
+                batches.append(translation(real_aug, ratio=cfg.bcr_shift))
             if cfg.bcr_fake > 0:
-                shifted = self.D(translation(fake_aug, ratio=cfg.bcr_shift)).float()
-                bcr = bcr + cfg.bcr_fake * consistency_penalty(logits_fake, shifted)
+                batches.append(translation(fake_aug, ratio=cfg.bcr_shift))
+            logits_real, logits_fake, *logits_shifted = self._d_logits(batches)
+            loss_d = d_logistic_loss(logits_real, logits_fake)
+            originals = [x for x, w in ((logits_real, cfg.bcr_real), (logits_fake, cfg.bcr_fake)) if w > 0]
+            bcr = torch.zeros((), device=self.device)
+            for weight, original, shifted in zip(weights, originals, logits_shifted, strict=True):
+                bcr = bcr + weight * consistency_penalty(original, shifted)
         total = loss_d + bcr
         if cfg.r1_gamma > 0 and self.d_steps % cfg.r1_interval == 0:  # lazy R1, in fp32
             real_r1 = real_aug.detach().float().requires_grad_(True)
@@ -319,12 +329,17 @@ def _format_seconds(seconds: float) -> str:
 
 
 def resume_config(state: dict[str, Any], overrides: dict[str, Any]) -> Config:
-    """The configuration of a resumed run: the checkpoint's, with the given schedule overrides applied."""
-    architecture = sorted(set(overrides) - RESUMABLE_FIELDS)
-    if architecture:
-        allowed = ", ".join(sorted(RESUMABLE_FIELDS))
-        raise ConfigError(f"{architecture[0]}: cannot change when resuming (only {allowed})")
-    return Config.from_dict(state["config"]).replace(**overrides)
+    """The configuration of a resumed run: the checkpoint's, with the given schedule overrides applied.
+
+    An override of a network field is accepted only if it equals the checkpoint's value.
+    """
+    saved = Config.from_dict(state["config"])
+    for name in sorted(set(overrides) - RESUMABLE_FIELDS):
+        if overrides[name] != getattr(saved, name):
+            allowed = ", ".join(sorted(RESUMABLE_FIELDS))
+            raise ConfigError(f"{name}: cannot change when resuming (checkpoint has {getattr(saved, name)!r}; "
+                              f"only {allowed} may change)")
+    return saved.replace(**overrides)
 
 
 def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = None) -> Path:

@@ -1,0 +1,54 @@
+"""Loss terms against their formulas, on fixed tensors."""
+
+import math
+
+import torch
+
+from vitgan import presets
+from vitgan.training.loop import ema_beta
+from vitgan.training.loss import consistency_penalty, d_logistic_loss, g_nonsaturating_loss, r1_penalty
+
+
+def _sigmoid(v):
+    return 1 / (1 + math.exp(-v))
+
+
+def test_logistic_losses():
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    expected_d = -(math.log(_sigmoid(2.0)) + math.log(_sigmoid(-1.0))) / 2 - (
+        math.log(1 - _sigmoid(0.5)) + math.log(1 - _sigmoid(-3.0))) / 2
+    assert abs(d_logistic_loss(real, fake).item() - expected_d) < 1e-6
+    expected_g = -(math.log(_sigmoid(0.5)) + math.log(_sigmoid(-3.0))) / 2
+    assert abs(g_nonsaturating_loss(fake).item() - expected_g) < 1e-6
+
+
+def test_bcr_is_mean_squared_logit_difference():
+    logits, shifted = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.0, -1.0, 2.5])
+    assert abs(consistency_penalty(logits, shifted).item() - (1 + 1 + 4) / 3) < 1e-6
+
+
+def test_r1_of_a_linear_and_a_quadratic_critic():
+    w = torch.randn(1, 2, 3, 3)
+    x = torch.randn(4, 2, 3, 3, requires_grad=True)
+    linear = (x * w).sum(dim=(1, 2, 3))  # grad_x = w for every sample
+    assert abs(r1_penalty(x, linear).item() - w.square().sum().item()) < 1e-4
+    quadratic = (x.square()).sum(dim=(1, 2, 3))  # grad_x = 2x
+    expected = (2 * x.detach()).square().sum(dim=(1, 2, 3)).mean()
+    assert abs(r1_penalty(x, quadratic).item() - expected.item()) < 1e-4
+
+
+def test_r1_is_differentiable_for_the_discriminator():
+    w = torch.randn(3, requires_grad=True)
+    x = torch.randn(5, 3, 1, 1, requires_grad=True)
+    penalty = r1_penalty(x, ((x.squeeze() * w) ** 2).sum(1))
+    penalty.backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+def test_ema_half_life():
+    cfg = presets.get("mnist", ema_kimg=10.0, batch=32, ema_rampup=0.0)
+    beta = ema_beta(cfg, 1_000_000)
+    assert abs(beta ** (10_000 / 32) - 0.5) < 1e-9  # after ema_kimg thousand images the old weight is halved
+    ramped = presets.get("mnist", ema_kimg=10.0, batch=32, ema_rampup=0.05)
+    # at 20k images the half-life is min(10k, 0.05 * 20k) = 1k images
+    assert abs(ema_beta(ramped, 20_000) ** (1_000 / 32) - 0.5) < 1e-9
