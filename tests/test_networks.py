@@ -80,7 +80,7 @@ def test_bad_input_shapes_give_one_line_errors():
 
 
 def test_minibatch_std_feature():
-    from vitgan.networks.cnn_discriminator import MinibatchStd
+    from vitgan.nn import MinibatchStd
 
     x = torch.randn(8, 3, 4, 4)
     out = MinibatchStd(group_size=4)(x)

@@ -37,6 +37,7 @@ class Config:
     g_mlp_dim: int = 1536
     g_design: Literal["A", "B", "C"] = "C"  # A: w added to tokens, B: w prepended as a token, C: SLN (ViTGAN)
     g_head: Literal["inr", "linear"] = "inr"  # patch decoder: implicit neural representation or a linear layer
+    g_output: Literal["tanh", "linear"] = "tanh"  # tanh: pixels in [-1, 1]; linear: unbounded (StyleGAN2-style)
     g_fourier_dim: int = 64  # Fourier features of the pixel coordinates inside a patch (INR head)
     g_inr_hidden: int = 128  # hidden width of the INR MLP
 
@@ -50,6 +51,7 @@ class Config:
     d_mlp_dim: int = 1536
     d_attention: Literal["l2", "dot"] = "l2"  # L2-distance attention with tied q/k, or dot-product attention
     d_norm: Literal["isn", "sn", "none"] = "isn"  # improved spectral norm, plain spectral norm, or none
+    d_mbstd: bool = False  # ViT D: append the minibatch standard deviation of the class token to the head's input
     d_cnn_base: int = 16384  # CNN D: channels at resolution r are min(d_cnn_max, d_cnn_base // r)
     d_cnn_max: int = 512
 

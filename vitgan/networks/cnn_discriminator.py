@@ -10,6 +10,7 @@ from torch import nn
 
 from vitgan.config import Config
 from vitgan.networks.discriminator import check_images
+from vitgan.nn import MinibatchStd
 
 _GAIN = math.sqrt(2.0)
 
@@ -33,27 +34,6 @@ class ResidualBlock(nn.Module):
         return (x + skip) / math.sqrt(2.0)
 
 
-class MinibatchStd(nn.Module):
-    """Appends one feature map: the standard deviation across a group of samples, averaged over features and pixels.
-
-    Samples i and j share a group when i = j (mod B / G), G the largest divisor of B not above `group_size`.
-    """
-
-    def __init__(self, group_size: int = 4) -> None:
-        super().__init__()
-        self.group_size = group_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        g = min(self.group_size, n)
-        while n % g:
-            g -= 1
-        y = x.reshape(g, n // g, c, h, w)
-        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
-        y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)  # (n, 1, h, w)
-        return torch.cat([x, y], dim=1)
-
-
 class CNNDiscriminator(nn.Module):
     """Residual CNN D: fromRGB, residual blocks halving the resolution down to 4x4, minibatch std, conv, 2 FC.
 
@@ -74,6 +54,8 @@ class CNNDiscriminator(nn.Module):
         self.conv = nn.Conv2d(ch(4) + 1, ch(4), 3, padding=1)
         self.fc = nn.Linear(ch(4) * 16, ch(4))
         self.out = nn.Linear(ch(4), 1)
+
+    mixes_samples = True  # the minibatch-std layer makes a sample's logit depend on its batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.cfg)

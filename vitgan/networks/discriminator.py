@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from vitgan.config import Config
-from vitgan.nn import Attention, L2Attention, image_patches, linear_for
+from vitgan.nn import Attention, L2Attention, MinibatchStd, image_patches, linear_for
 from vitgan.nn.spectral import LinearFactory
 
 
@@ -58,7 +58,13 @@ class Discriminator(nn.Module):
             for _ in range(cfg.d_depth)
         )
         self.norm = nn.LayerNorm(cfg.d_dim)
-        self.head = linear(cfg.d_dim, 1)
+        self.mbstd = MinibatchStd() if cfg.d_mbstd else None
+        self.head = linear(cfg.d_dim + int(cfg.d_mbstd), 1)
+
+    @property
+    def mixes_samples(self) -> bool:
+        """True when a sample's logit depends on the other samples of its batch (minibatch standard deviation)."""
+        return self.mbstd is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.cfg)
@@ -67,4 +73,7 @@ class Discriminator(nn.Module):
         h = torch.cat([cls, tokens], dim=1) + self.pos_embed  # (B, 1 + L, dim)
         for block in self.blocks:
             h = block(h)
-        return self.head(self.norm(h[:, 0])).squeeze(-1)
+        cls = self.norm(h[:, 0])  # (B, dim)
+        if self.mbstd is not None:
+            cls = self.mbstd(cls[:, :, None, None]).flatten(1)  # (B, dim + 1)
+        return self.head(cls).squeeze(-1)

@@ -148,4 +148,4 @@ class Generator(nn.Module):
             h = h[:, 1:]
         patches = self.head(h)  # (B, L, P*P, C)
         image = rearrange(patches, "b (gh gw) (ph pw) c -> b c (gh ph) (gw pw)", gh=self.grid, ph=self.cfg.g_patch)
-        return torch.tanh(image)
+        return torch.tanh(image) if self.cfg.g_output == "tanh" else image

@@ -6,6 +6,7 @@ from vitgan.nn.layers import (
     EqualizedLinear,
     FourierFeatures,
     LayerNormIgnoringW,
+    MinibatchStd,
     ModulatedLinear,
     grid_coordinates,
 )
@@ -14,5 +15,5 @@ from vitgan.nn.spectral import ISNLinear, SNLinear, XavierLinear, linear_for
 
 __all__ = [
     "Attention", "L2Attention", "ISNLinear", "SNLinear", "XavierLinear", "linear_for", "SLN", "LayerNormIgnoringW",
-    "FourierFeatures", "EqualizedLinear", "ModulatedLinear", "grid_coordinates", "image_patches",
+    "FourierFeatures", "MinibatchStd", "EqualizedLinear", "ModulatedLinear", "grid_coordinates", "image_patches",
 ]

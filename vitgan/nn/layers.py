@@ -108,3 +108,24 @@ class ModulatedLinear(nn.Module):
             demod = torch.rsqrt(s.square() @ self.weight.square().t() + self.eps)  # (B, L, out)
             out = out * demod.unsqueeze(2)
         return out + self.bias
+
+
+class MinibatchStd(nn.Module):
+    """Appends one feature map: the standard deviation across a group of samples, averaged over features and pixels.
+
+    Samples i and j share a group when i = j (mod B / G), G the largest divisor of B not above `group_size`.
+    """
+
+    def __init__(self, group_size: int = 4) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group_size, n)
+        while n % g:
+            g -= 1
+        y = x.reshape(g, n // g, c, h, w)
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
+        y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)  # (n, 1, h, w)
+        return torch.cat([x, y], dim=1)

@@ -28,7 +28,7 @@ from torch import nn
 from vitgan.config import Config, ConfigError
 from vitgan.data import ImageData, load
 from vitgan.images import save_grid
-from vitgan.networks import CNNDiscriminator, Generator, build_discriminator, count_parameters
+from vitgan.networks import Generator, build_discriminator, count_parameters
 from vitgan.sampling import generate, latents
 from vitgan.training import checkpoint
 from vitgan.training.augment import diff_augment, translation
@@ -225,9 +225,9 @@ class Trainer:
         return diff_augment(x, self.cfg.augment, self.cfg.augment_p)
 
     def _d_logits(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
-        """D's fp32 logits for several batches: one forward for the ViT D (whose samples never interact), one per
-        batch for the CNN D (its minibatch-std layer mixes the samples of a batch)."""
-        if isinstance(self.D, CNNDiscriminator):
+        """D's fp32 logits for several batches: one forward when D's samples never interact, else one per batch
+        (a minibatch-std layer must see each batch alone)."""
+        if self.D.mixes_samples:
             return [self.D(x).float() for x in batches]
         return list(self.D(torch.cat(batches)).float().split([len(x) for x in batches]))
 
