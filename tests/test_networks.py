@@ -18,6 +18,9 @@ ABLATIONS = {
     "g_design_b": {"g_design": "B"},
     "g_linear_head": {"g_head": "linear"},
     "cnn_d": {"d_arch": "cnn"},
+    "d_mbstd": {"d_mbstd": True},
+    "g_tanh": {"g_output": "tanh"},
+    "g_linear_output": {"g_output": "linear"},
 }
 
 
@@ -30,7 +33,9 @@ def test_networks(preset, ablation):
     batch = 4
     fake = g(torch.randn(batch, g.z_dim))
     assert fake.shape == (batch, cfg.channels, cfg.resolution, cfg.resolution)
-    assert torch.isfinite(fake).all() and fake.abs().max() <= 1.0
+    assert torch.isfinite(fake).all()
+    if cfg.g_output == "tanh":
+        assert fake.abs().max() <= 1.0
     real = torch.rand(batch, cfg.channels, cfg.resolution, cfg.resolution) * 2 - 1
     logits_fake, logits_real = d(fake), d(real)
     assert logits_fake.shape == (batch,) and logits_real.shape == (batch,)
@@ -90,3 +95,19 @@ def test_minibatch_std_feature():
     expected = (group.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
     torch.testing.assert_close(out[0, 3], expected.expand(4, 4))
     torch.testing.assert_close(out[6, 3], expected.expand(4, 4))
+
+
+def test_minibatch_std_in_the_vit_discriminator_couples_samples():
+    torch.manual_seed(1)
+    x = torch.randn(8, 1, 32, 32)
+    plain, mbstd = Discriminator(presets.get("mnist", d_mbstd=False)), Discriminator(presets.get("mnist", d_mbstd=True))
+    assert not plain.mixes_samples and mbstd.mixes_samples
+    assert mbstd.head.in_features == plain.head.in_features + 1
+    y = x.clone()
+    y[1] += 1.0  # change sample 1 only
+    for d, coupled in ((plain, False), (mbstd, True)):
+        d.eval()
+        with torch.no_grad():
+            changed = (d(x) - d(y)).abs() > 1e-6
+        assert changed[1]
+        assert bool(changed[[0, 2, 3, 4, 5, 6, 7]].any()) == coupled  # sample 1's group mates (and only with mbstd)

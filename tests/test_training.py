@@ -131,3 +131,11 @@ def test_dry_run_prints_options(capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["config"]["kimg"] == 3.0 and printed["config"]["d_attention"] == "dot"
     assert printed["run"]["preset"] == "mnist" and printed["run"]["data"] == "mnist"
+
+
+def test_default_data_reports_digit_fid_per_tick(tmp_path):
+    assert main(["train", "--outdir", str(tmp_path), *TINY, "--kimg", "0.008", "--tick", "1"]) == 0
+    (run,) = tmp_path.iterdir()
+    row = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
+    assert row["digit_fid"] > 0 and 0 <= row["classes"] <= 10 and 0 <= row["confident"] <= 1
+    assert "digit_fid" in (run / "log.txt").read_text()

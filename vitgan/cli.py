@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", default="runs", help="runs are written to OUTDIR/NNNNN-<preset>-<data>/")
     p.add_argument("--seed", type=int, default=0, help="random seed of the run")
     p.add_argument("--resume", help="a training-state-*.pt file, or a run folder (its newest training state)")
-    p.add_argument("--tick", type=float, default=2.0, help="kimg between status lines and sample grids")
+    p.add_argument("--tick", type=float, default=4.0, help="kimg between status lines and sample grids")
     p.add_argument("--snap", type=int, default=10, help="ticks between network snapshots and training states")
     p.add_argument("--minutes", type=float, help="stop after this many minutes (a final snapshot is written)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError, CheckpointError) as error:
+    except (ConfigError, DataError, CheckpointError, FloatingPointError) as error:
         print(f"vitgan: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -35,7 +35,8 @@ from vitgan.training.augment import diff_augment, translation
 from vitgan.training.loss import consistency_penalty, d_logistic_loss, g_nonsaturating_loss, r1_penalty
 
 GRID_SEEDS = range(64)
-_SHOWN = ("loss_d", "loss_g", "bcr", "r1", "logits_real", "logits_fake", "g_z_std")  # in the status line
+_SHOWN = ("loss_d", "loss_g", "bcr", "r1", "logits_real", "logits_fake", "g_z_std", "digit_fid", "classes")
+DIGIT_FID_SEEDS = range(1_000_000, 1_001_000)  # 1,000 fixed latents for the per-tick digit FID
 
 # Fields that may differ when resuming: the schedule and the regularisation weights, not the networks.
 RESUMABLE_FIELDS = {"kimg", "batch", "g_lr", "d_lr", "augment", "augment_p", "bcr_real", "bcr_fake", "bcr_shift",
@@ -54,7 +55,7 @@ class RunOptions:
     precision: str = "auto"  # fp32 | bf16 | auto (bf16 where the hardware has bf16 matrix units)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     minutes: float | None = None  # stop after this wall-clock budget (a final snapshot is still written)
-    tick_kimg: float = 2.0  # report, log and draw a sample grid every this many kimg
+    tick_kimg: float = 4.0  # report, log and draw a sample grid every this many kimg
     snap: int = 10  # write a network snapshot and a training state every this many ticks
 
     def check(self) -> None:
@@ -166,12 +167,17 @@ def plot_losses(stats_path: Path, out: Path) -> None:
     if not rows:
         return
     kimg = [r["kimg"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, axes = plt.subplots(1, 3 if "digit_fid" in rows[0] else 2, figsize=(15, 3.5), squeeze=False)
+    axes = axes[0]
     for key in ("loss_d", "loss_g"):
         axes[0].plot(kimg, [r[key] for r in rows], label=key)
     for key in ("logits_real", "logits_fake", "bcr", "r1", "g_z_std"):
         if key in rows[0]:
             axes[1].plot(kimg, [r[key] for r in rows], label=key)
+    if len(axes) == 3:
+        axes[2].plot(kimg, [r["digit_fid"] for r in rows], label="digit_fid (1k samples)")
+        axes[2].set_yscale("log")
+        axes[2].set_title("digit FID (EMA generator)")
     for ax in axes:
         ax.set_xlabel("kimg")
         ax.legend(fontsize=8)
@@ -372,6 +378,12 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     tb = _tensorboard(run_dir)
     stats_path = run_dir / "stats.jsonl"
     grid_z = latents(GRID_SEEDS, cfg.z_dim)
+    digit_fid = None
+    if opts.data == "mnist":  # the embedded default gets a per-tick digit FID against all 5,000 digits
+        from vitgan.metrics.digits import DigitFID
+
+        digit_fid = DigitFID(data.batch(torch.arange(len(data))))
+        digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)
     save_grid(data.batch(torch.arange(min(64, len(data)))), run_dir / "reals.png")
 
     log(f"run folder: {run_dir}")
@@ -397,6 +409,8 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
             row["img_per_sec"] = rate
             row.update({key: value / steps for key, value in sums.items()})
             row["g_z_std"] = float(images.std(dim=0).mean())  # G_ema's per-pixel spread across z
+            if digit_fid is not None:
+                row.update(digit_fid(generate(trainer.G_ema, digit_z, batch=250)))
             eta = (total_nimg - trainer.cur_nimg) / max(rate, 1e-9)
             if opts.minutes is not None:
                 eta = min(eta, opts.minutes * 60 - (now - start_time))
@@ -407,7 +421,8 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
                 for key, value in row.items():
                     tb.add_scalar(f"train/{key}", value, trainer.cur_nimg)
                 tb.add_images("fakes", (images[:32] + 1) / 2, trainer.cur_nimg)
-            terms = "  ".join(f"{k} {row[k]:.3f}" for k in _SHOWN if k in row)
+            terms = "  ".join(f"{k} {row[k]:.3f}" if isinstance(row[k], float) else f"{k} {row[k]}"
+                              for k in _SHOWN if k in row)
             log(f"tick {trainer.tick:<4d} kimg {row['kimg']:<7.1f} time {_format_seconds(row['time'])}  "
                 f"sec/kimg {row['sec_per_kimg']:<6.2f} img/s {rate:<6.1f} ETA {_format_seconds(eta)}  {terms}")
         save_grid(images, run_dir / f"fakes-{trainer.cur_nimg:09d}.png")
