@@ -34,21 +34,15 @@ def scaled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     return logits.softmax(dim=-1).to(v.dtype) @ v
 
 
-class Attention(nn.Module):
-    """Standard multi-head attention softmax(q k^T / sqrt(d_h)) v with separate q, k, v projections.
+class _MultiHeadSelfAttention(nn.Module):
+    """What both attentions share: heads, the value and output projections, and the forward around `_attend`."""
 
-    Each projection is its own linear layer (built by `linear`), so spectral normalisation, when used, bounds each
-    of them, as the paper's ISN does.
-    """
-
-    def __init__(self, dim: int, num_heads: int, *, linear: LinearFactory = nn.Linear) -> None:
+    def __init__(self, dim: int, num_heads: int, linear: LinearFactory) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"num_heads: {num_heads} does not divide dim={dim}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.q = linear(dim, dim)
-        self.k = linear(dim, dim)
         self.v = linear(dim, dim)
         self.proj = linear(dim, dim)
 
@@ -56,15 +50,31 @@ class Attention(nn.Module):
         return rearrange(t, "b n (h d) -> b h n d", h=self.num_heads)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # (B, h, N, d_h)
-        return scaled_attention(q, k, v, scale=1.0 / math.sqrt(self.head_dim))
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, dim) -> (B, N, dim)
         out = self._attend(x)  # (B, h, N, d_h)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
-class L2Attention(Attention):
+class Attention(_MultiHeadSelfAttention):
+    """Standard multi-head attention softmax(q k^T / sqrt(d_h)) v with separate q, k, v projections.
+
+    Each projection is its own linear layer (built by `linear`), so spectral normalisation, when used, bounds each
+    of them, as the paper's ISN does.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, linear: LinearFactory = nn.Linear) -> None:
+        super().__init__(dim, num_heads, linear)
+        self.q = linear(dim, dim)
+        self.k = linear(dim, dim)
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # (B, h, N, d_h)
+        return scaled_attention(q, k, v, scale=1.0 / math.sqrt(self.head_dim))
+
+
+class L2Attention(_MultiHeadSelfAttention):
     """L2-distance self-attention with tied query/key weights (paper, Eq. 3; Kim et al. 2021).
 
         Attn_h(X) = softmax(-||X W_qk - X W_qk||^2 / sqrt(d_h)) X W_v,
@@ -75,14 +85,8 @@ class L2Attention(Attention):
     """
 
     def __init__(self, dim: int, num_heads: int, *, linear: LinearFactory = nn.Linear) -> None:
-        nn.Module.__init__(self)
-        if dim % num_heads:
-            raise ValueError(f"num_heads: {num_heads} does not divide dim={dim}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        super().__init__(dim, num_heads, linear)
         self.qk = linear(dim, dim)
-        self.v = linear(dim, dim)
-        self.proj = linear(dim, dim)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         qk, v = self._heads(self.qk(x)), self._heads(self.v(x))  # (B, h, N, d_h); query = key = qk

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from vitgan.config import Config, ConfigError
@@ -63,11 +63,9 @@ def read_snapshot(path: str | Path) -> tuple[Config, dict[str, dict[str, torch.T
     if not path.is_file():
         raise CheckpointError(f"{path}: no such snapshot file")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: not a readable safetensors snapshot ({error})") from None
     if metadata.get("format") != FORMAT:
