@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from vitgan.fileio import atomic_write
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -33,11 +34,8 @@ def grid_array(images: torch.Tensor, *, nrow: int | None = None, padding: int = 
 def save_png(array: np.ndarray, path: str | Path) -> None:
     """Write an (H, W, C) uint8 array as PNG, atomically: a crash never leaves a truncated file at `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None) -> None:

@@ -13,9 +13,7 @@ checkpoint in place of a good one.
 from __future__ import annotations
 
 import json
-import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +24,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from vitgan.config import Config, ConfigError
+from vitgan.fileio import atomic_write
 
 FORMAT = "vitgan-snapshot-v1"
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read; the message is one line and names the file."""
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) for a temporary file beside `path`, fsync it, then rename it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_snapshot(path: Path, cfg: Config, networks: dict[str, nn.Module], meta: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from torch import nn
 
 from vitgan.config import Config, ConfigError
 from vitgan.data import ImageData, load
+from vitgan.fileio import atomic_write
 from vitgan.images import save_grid
 from vitgan.networks import Generator, build_discriminator, count_parameters
 from vitgan.sampling import generate, latents
@@ -185,10 +186,8 @@ def plot_losses(stats_path: Path, out: Path) -> None:
     axes[0].set_title("losses")
     axes[1].set_title("D logits, regularisers, G diversity")
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
-    tmp.replace(out)
 
 
 class Trainer:
