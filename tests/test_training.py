@@ -63,9 +63,10 @@ def test_resume_is_exact(tmp_path, digits):
     straight = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "1")  # 4 steps
     half = _train(tmp_path, digits, "--kimg", "0.008", "--tick", "1")  # 2 steps
     resumed = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "1", "--resume", str(half))  # + 2 steps
+    assert resumed.name.split("-")[1] == "mnist"  # the resumed run keeps the checkpoint's preset name
     a = load_training_state(next(straight.glob("training-state-*.pt")))
     b = load_training_state(next(resumed.glob("training-state-*.pt")))
-    assert a["cur_nimg"] == b["cur_nimg"] == 16
+    assert a["cur_nimg"] == b["cur_nimg"] == 16 and b["preset"] == "mnist"
     for key in ("G", "D", "G_ema"):
         for name, value in a[key].items():
             assert torch.equal(value, b[key][name]), f"{key}.{name}"

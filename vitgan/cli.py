@@ -19,7 +19,8 @@ from vitgan.training.checkpoint import CheckpointError
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--preset NAME and one --field-name VALUE override for every field of Config."""
-    parser.add_argument("--preset", default="mnist", help=f"named configuration: {', '.join(presets.names())}")
+    parser.add_argument("--preset", help=f"named configuration: {', '.join(presets.names())} (default: mnist, or "
+                        "the resumed run's)")
     group = parser.add_argument_group("preset overrides (any Config field)")
     hints = typing.get_type_hints(Config)
     for field in dataclasses.fields(Config):
@@ -53,17 +54,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     from vitgan.training import checkpoint
     from vitgan.training.loop import RunOptions, find_training_state, resume_config, train
 
-    opts = RunOptions(preset=args.preset, data=args.data, outdir=args.outdir, seed=args.seed, resume=args.resume,
-                      precision=args.precision, device=args.device, minutes=args.minutes, tick_kimg=args.tick,
-                      snap=args.snap)
-    opts.check()
     overrides = overrides_from_args(args)
     state = None
     if args.resume:
         state = checkpoint.load_training_state(find_training_state(args.resume))
-        cfg = resume_config(state, overrides)
-    else:
-        cfg = presets.get(args.preset, **overrides)
+    preset = args.preset or (state or {}).get("preset") or "mnist"
+    opts = RunOptions(preset=preset, data=args.data, outdir=args.outdir, seed=args.seed, resume=args.resume,
+                      precision=args.precision, device=args.device, minutes=args.minutes, tick_kimg=args.tick,
+                      snap=args.snap)
+    opts.check()
+    cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
     if args.dry_run:
         print(json.dumps({"config": cfg.to_dict(), "run": dataclasses.asdict(opts)}, indent=2))
         return

@@ -193,8 +193,9 @@ def plot_losses(stats_path: Path, out: Path) -> None:
 class Trainer:
     """Holds the networks, optimisers and counters of one run; `step()` is one D step and one G step."""
 
-    def __init__(self, cfg: Config, data: ImageData, device: torch.device, amp: torch.dtype | None) -> None:
-        self.cfg, self.data, self.device, self.amp = cfg, data, device, amp
+    def __init__(self, cfg: Config, data: ImageData, device: torch.device, amp: torch.dtype | None, *,
+                 preset: str = "custom") -> None:
+        self.cfg, self.data, self.device, self.amp, self.preset = cfg, data, device, amp, preset
         self.G = Generator(cfg).to(device).train()
         self.D = build_discriminator(cfg).to(device).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -293,6 +294,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "format": "vitgan-training-state-v1",
+            "preset": self.preset,
             "config": self.cfg.to_dict(),
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
@@ -363,7 +365,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
     random.seed(opts.seed)
-    trainer = Trainer(cfg, data, device, amp)
+    trainer = Trainer(cfg, data, device, amp, preset=opts.preset)
     if resume_state is not None:
         trainer.load_state(resume_state)
 
