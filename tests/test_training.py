@@ -15,7 +15,7 @@ from vitgan.training.checkpoint import load_training_state
 TINY = ["--g-dim", "32", "--g-depth", "1", "--g-heads", "2", "--g-mlp-dim", "64", "--z-dim", "16", "--w-dim", "16",
         "--mapping-layers", "1", "--g-fourier-dim", "8", "--g-inr-hidden", "8",
         "--d-dim", "32", "--d-depth", "1", "--d-heads", "2", "--d-mlp-dim", "64", "--batch", "4", "--r1-gamma", "0.1",
-        "--r1-interval", "2", "--precision", "fp32"]
+        "--r1-interval", "2", "--bcr-real", "2", "--bcr-fake", "2", "--precision", "fp32"]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,7 @@ def test_train_leaves_a_complete_run_folder(tmp_path, digits):
     assert [r["tick"] for r in rows] == [1, 2, 3] and rows[-1]["kimg"] == pytest.approx(0.024)
     for key in ("loss_d", "loss_g", "bcr", "r1", "sec_per_kimg", "img_per_sec", "g_z_std"):
         assert all(np.isfinite(r[key]) for r in rows), key
+    assert all(r["bcr"] > 0 for r in rows)  # the consistency term is active in these runs
     assert len(list(run.glob("fakes-*.png"))) == 4  # the start and one per tick
     snapshots = sorted(run.glob("network-snapshot-*.safetensors"))
     assert [s.name for s in snapshots] == ["network-snapshot-000000016.safetensors",

@@ -251,17 +251,14 @@ class Trainer:
         with self._autocast():
             real_aug, fake_aug = self._augment(reals), self._augment(fakes)
             batches = [real_aug, fake_aug]
-            weights = [w for w in (cfg.bcr_real, cfg.bcr_fake) if w > 0]
-            if cfg.bcr_real > 0:  # bCR's T: a small translation of the augmented image
-                batches.append(translation(real_aug, ratio=cfg.bcr_shift))
-            if cfg.bcr_fake > 0:
-                batches.append(translation(fake_aug, ratio=cfg.bcr_shift))
-            logits_real, logits_fake, *logits_shifted = self._d_logits(batches)
+            terms = [(w, i) for i, w in enumerate((cfg.bcr_real, cfg.bcr_fake)) if w > 0]  # (bCR weight, batch)
+            batches += [translation(batches[i], ratio=cfg.bcr_shift) for _, i in terms]  # bCR's T: a small shift
+            logits = self._d_logits(batches)
+            logits_real, logits_fake = logits[0], logits[1]
             loss_d = d_logistic_loss(logits_real, logits_fake)
-            originals = [x for x, w in ((logits_real, cfg.bcr_real), (logits_fake, cfg.bcr_fake)) if w > 0]
             bcr = torch.zeros((), device=self.device)
-            for weight, original, shifted in zip(weights, originals, logits_shifted, strict=True):
-                bcr = bcr + weight * consistency_penalty(original, shifted)
+            for (weight, i), shifted in zip(terms, logits[2:], strict=True):
+                bcr = bcr + weight * consistency_penalty(logits[i], shifted)
         total = loss_d + bcr
         if cfg.r1_gamma > 0 and self.d_steps % cfg.r1_interval == 0:  # lazy R1, in fp32
             real_r1 = real_aug.detach().float().requires_grad_(True)
