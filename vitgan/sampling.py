@@ -43,8 +43,7 @@ def generate(generator: nn.Module, z: torch.Tensor, *, psi: float = 1.0, batch: 
 def interpolate(generator: nn.Module, seeds: Sequence[int], *, steps: int = 8, psi: float = 1.0) -> torch.Tensor:
     """For each consecutive pair of seeds, `steps` images along the straight line between their w vectors."""
     device = next(generator.parameters()).device
-    w = generator.mapping(latents(seeds, generator.z_dim).to(device))
-    w = generator.w_avg.lerp(w, psi)
+    w = generator.map(latents(seeds, generator.z_dim).to(device), psi)
     t = torch.linspace(0, 1, steps, device=device)[None, :, None]
     path = w[:-1, None].lerp(w[1:, None], t).reshape(-1, w.shape[1])  # (pairs * steps, w_dim)
     return torch.cat([generator.synthesis(path[i:i + 64]).float().cpu() for i in range(0, len(path), 64)])

@@ -125,6 +125,10 @@ class Generator(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
+        return self.synthesis(self.map(z, psi))
+
+    def map(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
+        """z (B, z_dim) -> w (B, w_dim), truncated towards w_avg by psi; tracks w_avg in training mode."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z: expected shape (B, {self.z_dim}), got {tuple(z.shape)}")
         w = self.mapping(z)
@@ -132,7 +136,7 @@ class Generator(nn.Module):
             self.w_avg.copy_(w.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if psi != 1.0:
             w = self.w_avg.lerp(w.float(), psi)  # truncation trick: w_avg + psi * (w - w_avg)
-        return self.synthesis(w)
+        return w
 
     def synthesis(self, w: torch.Tensor) -> torch.Tensor:  # w (B, w_dim) -> images (B, C, H, W)
         h = self.pos(self.patch_coords).expand(w.shape[0], -1, -1)  # (B, L, dim): E_pos, the same for every image

@@ -1,8 +1,8 @@
 """Checkpoints of two kinds, both loadable without executing code.
 
-- Network snapshot (`network-snapshot-KKKKKK.safetensors`): the weights of G_ema, G and D as safetensors, with the
-  Config as JSON in the file's metadata. `vitgan.load(path)` rebuilds the EMA generator from it.
-- Training state (`training-state-KKKKKK.pt`): everything `--resume` needs (G, D, G_ema, both optimisers, the
+- Network snapshot (`network-snapshot-NNNNNNNNN.safetensors`, N = images seen): the weights of G_ema, G and D as
+  safetensors, with the Config as JSON in the file's metadata. `vitgan.load(path)` rebuilds the EMA generator from it.
+- Training state (`training-state-NNNNNNNNN.pt`): everything `--resume` needs (G, D, G_ema, both optimisers, the
   data order, the image counter, the tick, and the RNG states of torch, numpy and python), saved by `torch.save`
   with tensors and plain Python values only, and read back with `torch.load(weights_only=True)`.
 
