@@ -1,12 +1,19 @@
-"""The Frechet distance against its closed form, and the shipped digit classifier."""
+"""FID, KID, IS and precision/recall against their formulas; reference-feature caching; the digit classifier."""
 
 import numpy as np
+import pytest
 import scipy.linalg
 import torch
 
-from vitgan.data import load_mnist5k
+from vitgan.config import ConfigError
+from vitgan.data import ImageData, load_mnist5k
 from vitgan.metrics.digits import DigitFID, load_classifier
+from vitgan.metrics.evaluate import InceptionFeatures, Metric, parse_metrics, reference_features
 from vitgan.metrics.frechet import feature_statistics, frechet_distance
+from vitgan.metrics.inception import load_inception
+from vitgan.metrics.inception_score import inception_score
+from vitgan.metrics.kid import kernel_inception_distance
+from vitgan.metrics.precision_recall import precision_recall
 
 
 def test_frechet_distance_closed_form_for_commuting_covariances():
@@ -56,3 +63,134 @@ def test_digit_fid_is_small_for_real_digits_and_large_for_one_class():
     ones = fid(data.batch(torch.nonzero(data.labels == 1).flatten()))
     assert same["classes"] == 10 and ones["classes"] == 1
     assert same["digit_fid"] * 10 < ones["digit_fid"]
+
+
+# --- KID, IS, precision/recall against their definitions ---
+
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """MMD^2 by its definition with k(a, b) = (a.b / d + 1)^3, as explicit sums over pairs."""
+    d, m = x.shape[1], len(x)
+    k = lambda a, b: (a @ b / d + 1) ** 3  # noqa: E731
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m**2
+    return xx + yy - 2 * xy
+
+
+def test_kid_equals_the_unbiased_mmd_on_one_full_subset():
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(12, 5)), rng.normal(0.5, 1.0, size=(12, 5))
+    kid, std = kernel_inception_distance(real, fake, num_subsets=1, max_subset_size=12)
+    assert kid == pytest.approx(_mmd2_unbiased(fake, real), rel=1e-10) and std == 0
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(3000, 16))
+    same, _ = kernel_inception_distance(real, rng.normal(size=(3000, 16)), num_subsets=20, max_subset_size=500)
+    near, _ = kernel_inception_distance(real, rng.normal(0.3, 1, size=(3000, 16)), num_subsets=20, max_subset_size=500)
+    far, _ = kernel_inception_distance(real, rng.normal(1.0, 1, size=(3000, 16)), num_subsets=20, max_subset_size=500)
+    assert abs(same) < 0.05 * near and near < far
+
+
+def test_inception_score_limits():
+    assert inception_score(np.zeros((100, 1008)))[0] == pytest.approx(1.0)  # uniform p(y|x): no information
+    confident = np.full((1000, 10), -50.0)
+    confident[np.arange(1000), np.arange(1000) % 10] = 50.0  # one sure class each, balanced in every split
+    mean, std = inception_score(confident)
+    assert mean == pytest.approx(10.0, rel=1e-6) and std < 1e-6
+    one_class = np.zeros((1000, 10))
+    one_class[:, 3] = 50.0
+    assert inception_score(one_class)[0] == pytest.approx(1.0, abs=1e-6)  # sure but collapsed
+
+
+def test_inception_score_against_its_formula():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(40, 6)) * 3
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    expected = []
+    for part in (p[:20], p[20:]):
+        py = part.mean(0)
+        expected.append(np.exp(np.mean([sum(q[c] * np.log(q[c] / py[c]) for c in range(6)) for q in part])))
+    mean, std = inception_score(logits, splits=2)
+    assert mean == pytest.approx(np.mean(expected)) and std == pytest.approx(np.std(expected))
+
+
+def _pr_bruteforce(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
+    def radii(x):
+        d = np.linalg.norm(x[:, None] - x[None], axis=2)
+        return np.sort(d, axis=1)[:, k]  # index 0 is the point itself
+
+    def covered(q, s, r):
+        return np.mean([any(np.linalg.norm(a - s[j]) <= r[j] for j in range(len(s))) for a in q])
+
+    return covered(fake, real, radii(real)), covered(real, fake, radii(fake))
+
+
+def test_precision_recall_against_brute_force_and_limits():
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(60, 4))
+    fake = np.concatenate([rng.normal(size=(30, 4)), rng.normal(6, 1, size=(30, 4))])  # half far away
+    got = precision_recall(real, fake, k=3, block=7)
+    assert got == pytest.approx(_pr_bruteforce(real, fake, 3), abs=1e-9)
+    assert got[0] <= 0.55  # the far half is never precise
+    assert precision_recall(real, real, k=3) == (1.0, 1.0)
+    assert precision_recall(real, real + 100, k=3) == (0.0, 0.0)
+
+
+def test_metric_names():
+    assert parse_metrics("fid50k, kid10k,is2000,pr50k,dfid5k") == [
+        Metric("fid50k", "fid", 50000), Metric("kid10k", "kid", 10000), Metric("is2000", "is", 2000),
+        Metric("pr50k", "pr", 50000), Metric("dfid5k", "dfid", 5000)]
+    for bad in ("fid", "fid0k", "ssim10k", "", "fid1k,fid1k", "is9", "pr3"):
+        with pytest.raises(ConfigError, match="^metrics: "):
+            parse_metrics(bad)
+
+
+# --- Inception metrics end to end, with random Inception weights made by the test ---
+
+def _textures(count: int, seed: int, shift: float = 0.0) -> ImageData:
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0, 1, size=(count, 3, 1, 1)) * np.linspace(0, 1, 16)[None, None, None, :]
+    noise = rng.normal(0, 0.15, size=(count, 3, 16, 16))
+    pixels = np.clip((base + noise + shift) * 255, 0, 255).astype(np.uint8)
+    return ImageData(torch.from_numpy(pixels), torch.full((count,), -1), f"textures{seed}")
+
+
+def _features(extract, data):
+    return extract(data.images)[0]
+
+
+def test_fid_on_inception_features_is_zero_for_the_same_set_symmetric_and_grows_with_a_shift(inception_weights):
+    extract = InceptionFeatures(load_inception(inception_weights), weights_sha256="test", batch=32)
+    a = feature_statistics(_features(extract, _textures(24, 0)))
+    fids = [frechet_distance(*a, *feature_statistics(_features(extract, _textures(24, 0, shift))))
+            for shift in (0.1, 0.3)]
+    assert abs(frechet_distance(*a, *a)) < 1e-4 * fids[0]  # 0 up to round-off (the covariances have rank 23)
+    assert fids[0] < fids[1]
+    b = feature_statistics(_features(extract, _textures(24, 1)))
+    assert frechet_distance(*a, *b) == pytest.approx(frechet_distance(*b, *a), rel=1e-5)
+
+
+def test_reference_features_are_cached_and_invalidated_when_the_data_changes(inception_weights, tmp_path):
+    extract = InceptionFeatures(load_inception(inception_weights), weights_sha256="test", batch=32)
+    calls = []
+    counting = lambda images: calls.append(len(images)) or extract(images)  # noqa: E731
+    counting.protocol = extract.protocol
+    data, lines = _textures(10, 0), []
+    first = reference_features(counting, data, cache=tmp_path, log=lines.append)
+    second = reference_features(counting, data, cache=tmp_path, log=lines.append)
+    assert calls == [10] and np.array_equal(first, second) and "cached" in lines[-1]
+    data.images[3, 0, 0, 0] ^= 1  # one pixel changes: the cache no longer applies
+    third = reference_features(counting, data, cache=tmp_path, log=lines.append)
+    assert calls == [10, 10] and not np.array_equal(first, third)
+    assert len(list((tmp_path / "reference").glob("*.npy"))) == 2
+    protocol = dict(extract.protocol, weights_sha256="other")  # other weights: recomputed too
+    counting.protocol = protocol
+    reference_features(counting, data, cache=tmp_path, log=lines.append)
+    assert calls == [10, 10, 10]
+    next((tmp_path / "reference").glob("*.npy")).write_bytes(b"damaged")  # a damaged entry is recomputed
+    for _ in range(2):
+        reference_features(counting, data, cache=tmp_path, log=lines.append)
+        counting.protocol = extract.protocol
+    assert len(calls) >= 4

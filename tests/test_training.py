@@ -18,18 +18,6 @@ TINY = ["--g-dim", "32", "--g-depth", "1", "--g-heads", "2", "--g-mlp-dim", "64"
         "--r1-interval", "2", "--bcr-real", "2", "--bcr-fake", "2", "--precision", "fp32"]
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    """A folder of 12 small grayscale PNGs (32x32)."""
-    root = tmp_path_factory.mktemp("digits")
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        pixels = np.zeros((32, 32), np.uint8)
-        pixels[8:24, 12 + i % 4:16 + i % 4] = rng.integers(128, 256)
-        Image.fromarray(pixels).save(root / f"{i:02d}.png")
-    return root
-
-
 def _train(tmp_path: Path, digits: Path, *extra: str) -> Path:
     outdir = tmp_path / "runs"
     before = set(outdir.iterdir()) if outdir.exists() else set()

@@ -14,6 +14,7 @@ from typing import Any
 from vitgan import presets
 from vitgan.config import Config, ConfigError
 from vitgan.data import DataError
+from vitgan.metrics.inception import WEIGHTS_NAME, InceptionError
 from vitgan.training.checkpoint import CheckpointError
 
 
@@ -61,7 +62,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     preset = args.preset or (state or {}).get("preset") or "mnist"
     opts = RunOptions(preset=preset, data=args.data, outdir=args.outdir, seed=args.seed, resume=args.resume,
                       precision=args.precision, device=args.device, minutes=args.minutes, tick_kimg=args.tick,
-                      snap=args.snap)
+                      snap=args.snap, metrics=args.metrics, metric_every=args.metric_every,
+                      inception=args.inception)
     opts.check()
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
     if args.dry_run:
@@ -81,6 +83,44 @@ def cmd_generate(args: argparse.Namespace) -> None:
     written = write_images(generator, seeds, Path(args.outdir), psi=args.trunc, batch=args.batch,
                            interpolation_steps=args.steps if args.interpolate else 0)
     print(f"wrote {len(written)} images to {args.outdir}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import time
+
+    from vitgan.data import load as load_data
+    from vitgan.metrics.evaluate import Evaluator, parse_metrics
+    from vitgan.training.checkpoint import load, read_snapshot
+    from vitgan.training.loop import resolve_device
+
+    metrics = parse_metrics(args.metrics)
+    if args.batch < 1:
+        raise ConfigError(f"batch: must be positive, got {args.batch}")
+    ckpt = Path(args.ckpt)
+    cfg, _, meta = read_snapshot(ckpt)
+    data_spec = args.data
+    options = ckpt.parent / "training_options.json"
+    if data_spec is None and options.is_file():  # the data the run was trained on
+        data_spec = json.loads(options.read_text())["run"]["data"]
+    if data_spec is None:
+        raise ConfigError(f"data: {ckpt} has no training_options.json beside it; give --data")
+    device = resolve_device(args.device)
+    data = load_data(data_spec, resolution=cfg.resolution, channels=cfg.channels)
+    start = time.time()
+    evaluator = Evaluator(metrics, data, inception_path=args.inception, device=device, batch=args.batch,
+                          max_real=args.max_real, cache=args.cache, progress=True,
+                          log=lambda line: print(line, file=sys.stderr))
+    results = evaluator(load(ckpt, device=device))
+    record = {"results": results, "snapshot": str(ckpt), "kimg": meta.get("cur_nimg", 0) / 1000, "data": data_spec,
+              "num_real": len(data) if args.max_real is None else min(len(data), args.max_real),
+              "seconds": round(time.time() - start, 1)}
+    line = json.dumps(record)
+    print(line)
+    try:
+        with open(ckpt.parent / "metrics.jsonl", "a") as f:
+            f.write(line + "\n")
+    except OSError as error:
+        print(f"vitgan: warning: results not appended to {ckpt.parent / 'metrics.jsonl'} ({error})", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="autocast dtype; auto = bf16 where the hardware has bf16 matrix units")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--metrics", help="metrics of the EMA generator during training, e.g. fid10k,kid10k (see eval)")
+    p.add_argument("--metric-every", type=int, default=1, help="ticks between metric evaluations (and at the end)")
+    p.add_argument("--inception", help=f"the {WEIGHTS_NAME} file for Inception metrics (default: "
+                   "$VITGAN_INCEPTION, then the torch hub cache)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
     p.set_defaults(func=cmd_train)
 
@@ -118,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", default="out", help="output folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="a network-snapshot-*.safetensors file (its EMA generator is used)")
+    p.add_argument("--data", help="the real images: 'mnist', or a dataset path (default: the run's training data)")
+    p.add_argument("--metrics", default="fid50k", help="comma-separated: fid50k, kid50k, is50k, pr50k, dfid5k, "
+                   "or other counts (fid10k, is2000)")
+    p.add_argument("--inception", help=f"the {WEIGHTS_NAME} file (default: $VITGAN_INCEPTION, then the "
+                   "torch hub cache, downloaded there when missing)")
+    p.add_argument("--cache", help="folder of cached reference features (default: $VITGAN_CACHE or ~/.cache/vitgan)")
+    p.add_argument("--max-real", type=int, help="use at most this many real images (default: all)")
+    p.add_argument("--batch", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -125,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError, CheckpointError, FloatingPointError) as error:
+    except (ConfigError, DataError, CheckpointError, InceptionError, FloatingPointError) as error:
         print(f"vitgan: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -12,10 +12,14 @@ from PIL import Image
 from vitgan.fileio import atomic_write
 
 
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) in [-1, 1] -> the same as uint8 in [0, 255] (rounded, clipped): the pixels a PNG would hold."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8 in [0, 255]."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+    return quantize(images.cpu()).permute(0, 2, 3, 1).numpy()
 
 
 def grid_array(images: torch.Tensor, *, nrow: int | None = None, padding: int = 2) -> np.ndarray:

@@ -58,6 +58,9 @@ class RunOptions:
     minutes: float | None = None  # stop after this wall-clock budget (a final snapshot is still written)
     tick_kimg: float = 4.0  # report, log and draw a sample grid every this many kimg
     snap: int = 10  # write a network snapshot and a training state every this many ticks
+    metrics: str | None = None  # e.g. "fid10k,kid10k" (vitgan.metrics.evaluate), measured on the EMA generator
+    metric_every: int = 1  # ticks between metric evaluations (and at the end)
+    inception: str | None = None  # the Inception weights file (default: $VITGAN_INCEPTION or the torch hub cache)
 
     def check(self) -> None:
         if self.precision not in ("fp32", "bf16", "auto"):
@@ -70,6 +73,12 @@ class RunOptions:
             raise ConfigError(f"minutes: must be positive, got {self.minutes}")
         if self.seed < 0:
             raise ConfigError(f"seed: must be zero or positive, got {self.seed}")
+        if self.metric_every < 1:
+            raise ConfigError(f"metric_every: must be a positive number of ticks, got {self.metric_every}")
+        if self.metrics is not None:
+            from vitgan.metrics.evaluate import parse_metrics
+
+            parse_metrics(self.metrics)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -185,6 +194,27 @@ def plot_losses(stats_path: Path, out: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_title("losses")
     axes[1].set_title("D logits, regularisers, G diversity")
+    fig.tight_layout()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+
+
+def plot_metrics(stats_path: Path, names: list[str], out: Path) -> None:
+    """metrics.png: one panel per metric against kimg (the ticks where it was measured)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in stats_path.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        points = [(r["kimg"], r[name]) for r in rows if name in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o")
+        ax.set_title(name)
+        ax.set_xlabel("kimg")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
@@ -382,6 +412,12 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
 
         digit_fid = DigitFID(data.batch(torch.arange(len(data))))
         digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)
+    evaluator, metric_names = None, []
+    if opts.metrics:
+        from vitgan.metrics.evaluate import Evaluator, parse_metrics
+
+        evaluator = Evaluator(parse_metrics(opts.metrics), data, inception_path=opts.inception, device=device,
+                              log=log)
     save_grid(data.batch(torch.arange(min(64, len(data)))), run_dir / "reals.png")
 
     log(f"run folder: {run_dir}")
@@ -409,18 +445,24 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
             row["g_z_std"] = float(images.std(dim=0).mean())  # G_ema's per-pixel spread across z
             if digit_fid is not None:
                 row.update(digit_fid(generate(trainer.G_ema, digit_z, batch=250)))
+            if evaluator is not None and (final or trainer.tick % opts.metric_every == 0):
+                measured = evaluator(trainer.G_ema)
+                row.update(measured)
+                metric_names[:] = list(dict.fromkeys(metric_names + list(measured)))
             eta = (total_nimg - trainer.cur_nimg) / max(rate, 1e-9)
             if opts.minutes is not None:
                 eta = min(eta, opts.minutes * 60 - (now - start_time))
             with open(stats_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
             plot_losses(stats_path, run_dir / "losses.png")
+            if metric_names:
+                plot_metrics(stats_path, metric_names, run_dir / "metrics.png")
             if tb is not None:
                 for key, value in row.items():
                     tb.add_scalar(f"train/{key}", value, trainer.cur_nimg)
                 tb.add_images("fakes", (images[:32] + 1) / 2, trainer.cur_nimg)
             terms = "  ".join(f"{k} {row[k]:.3f}" if isinstance(row[k], float) else f"{k} {row[k]}"
-                              for k in _SHOWN if k in row)
+                              for k in (*_SHOWN, *metric_names) if k in row)
             log(f"tick {trainer.tick:<4d} kimg {row['kimg']:<7.1f} time {_format_seconds(row['time'])}  "
                 f"sec/kimg {row['sec_per_kimg']:<6.2f} img/s {rate:<6.1f} ETA {_format_seconds(eta)}  {terms}")
         save_grid(images, run_dir / f"fakes-{trainer.cur_nimg:09d}.png")

@@ -1,0 +1,115 @@
+"""`vitgan eval` and metrics during training, with Inception weights made by the test (no network)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_training import TINY, _train
+from torch import nn
+
+from vitgan import presets
+from vitgan.cli import main
+from vitgan.data import load
+from vitgan.metrics.evaluate import Evaluator, parse_metrics
+from vitgan.networks import Generator
+from vitgan.training.checkpoint import save_snapshot
+
+SMALL = dict(g_dim=32, g_depth=1, g_heads=2, g_mlp_dim=64, z_dim=16, w_dim=16, mapping_layers=1, g_fourier_dim=8,
+             g_inr_hidden=8, d_dim=32, d_depth=1, d_heads=2, d_mlp_dim=64)
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory):
+    """A network snapshot of a small random 1x32x32 generator, in a folder without training_options.json."""
+    cfg = presets.get("mnist", **SMALL)
+    path = tmp_path_factory.mktemp("run") / "network-snapshot-000001000.safetensors"
+    torch.manual_seed(0)
+    g = Generator(cfg)
+    save_snapshot(path, cfg, {"G_ema": g}, {"cur_nimg": 1000, "tick": 1})
+    return path
+
+
+def _eval(capsys, *args):
+    code = main(["eval", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_eval_writes_every_metric_and_reuses_the_reference_features(snapshot, digits, inception_weights, tmp_path,
+                                                                    capsys):
+    args = ["--ckpt", str(snapshot), "--data", str(digits), "--metrics", "fid20,kid20,is20,pr20",
+            "--inception", str(inception_weights), "--cache", str(tmp_path), "--batch", "10"]
+    code, out, err = _eval(capsys, *args)
+    assert code == 0, err
+    record = json.loads(out)
+    assert set(record["results"]) == {"fid20", "kid20", "kid20_std", "is20", "is20_std", "pr20_precision",
+                                      "pr20_recall"}
+    assert all(np.isfinite(v) for v in record["results"].values())
+    assert record["results"]["fid20"] > 0 and record["results"]["is20"] >= 1
+    assert record["kimg"] == 1.0 and record["num_real"] == 12
+    assert "computed, cached" in err
+    code, out2, err = _eval(capsys, *args)
+    assert code == 0 and "(cached)" in err
+    assert json.loads(out2)["results"] == pytest.approx(record["results"], rel=1e-5)  # same seeds, same numbers
+    lines = (snapshot.parent / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) >= 2 and json.loads(lines[-1])["results"]["fid20"] == pytest.approx(record["results"]["fid20"])
+
+
+def test_eval_errors_are_one_line(snapshot, digits, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VITGAN_INCEPTION", str(tmp_path / "missing.pth"))
+    code, _, err = _eval(capsys, "--ckpt", str(snapshot), "--data", str(digits), "--metrics", "fid10")
+    assert code == 2 and "missing.pth: Inception weights file not found" in err and "--inception" in err
+    assert err.count("\n") == 1
+    code, _, err = _eval(capsys, "--ckpt", str(snapshot), "--metrics", "fid10")
+    assert code == 2 and "data:" in err and "--data" in err  # no training_options.json to take the data from
+    code, _, err = _eval(capsys, "--ckpt", str(snapshot), "--data", str(digits), "--metrics", "lpips10k")
+    assert code == 2 and err.startswith("vitgan: error: metrics:")
+    code, _, err = _eval(capsys, "--ckpt", str(tmp_path / "none.safetensors"), "--metrics", "fid10")
+    assert code == 2 and "none.safetensors" in err
+
+
+def test_digit_fid_of_a_snapshot_on_the_bundled_digits(snapshot, capsys):
+    code, out, err = _eval(capsys, "--ckpt", str(snapshot), "--data", "mnist", "--metrics", "dfid200")
+    assert code == 0, err
+    assert json.loads(out)["results"]["dfid200"] > 0
+
+
+class _Replay(nn.Module):
+    """A 'generator' that returns the dataset's own images in order: a perfect generator of that data."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        super().__init__()
+        self.images, self.z_dim, self.next = images.float() / 127.5 - 1, 4, 0
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
+        out = self.images[self.next:self.next + len(z)]
+        self.next += len(z)
+        return out
+
+
+def test_a_generator_that_replays_the_data_scores_perfectly(digits, inception_weights, tmp_path):
+    data = load(str(digits), resolution=32, channels=1)
+    evaluator = Evaluator(parse_metrics("fid12,pr12"), data, inception_path=str(inception_weights), cache=tmp_path,
+                          batch=5, log=lambda line: None)
+    results = evaluator(_Replay(data.images))
+    assert abs(results["fid12"]) < 1e-3 and results["pr12_precision"] == 1 and results["pr12_recall"] == 1
+    worse = evaluator(_Replay(data.images.flip(-1)))  # mirrored digits
+    assert worse["fid12"] > 100 * abs(results["fid12"])
+
+
+def test_metrics_during_training(tmp_path, digits, inception_weights):
+    run = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "0.008", "--snap", "2", "--metrics", "fid10,is10",
+                 "--metric-every", "2", "--inception", str(inception_weights))
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert [("fid10" in r, "is10" in r) for r in rows] == [(False, False), (True, True)]  # every 2nd tick
+    assert (run / "metrics.png").is_file()
+    assert "fid10" in (run / "log.txt").read_text()
+
+
+def test_train_refuses_bad_metric_options(tmp_path, digits, capsys):
+    assert main(["train", "--data", str(digits), "--outdir", str(tmp_path), *TINY, "--metrics", "fid"]) == 2
+    assert main(["train", "--data", str(digits), "--outdir", str(tmp_path), *TINY, "--metric-every", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "metrics:" in err and "metric_every:" in err
