@@ -123,6 +123,30 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"vitgan: warning: results not appended to {ckpt.parent / 'metrics.jsonl'} ({error})", file=sys.stderr)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    import torch
+
+    from vitgan.bench import run_benchmark
+    from vitgan.training.loop import resolve_device, resolve_precision
+
+    preset = args.preset or "cifar10"
+    cfg = presets.get(preset, **overrides_from_args(args))
+    if args.repeats < 1:
+        raise ConfigError(f"repeats: must be positive, got {args.repeats}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"threads: must be positive, got {args.threads}")
+    device = resolve_device(args.device)
+    amp = resolve_precision(args.precision, device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    result = run_benchmark(cfg, preset=preset, device=device, amp=amp, compile=args.compile, repeats=args.repeats)
+    line = json.dumps(result)
+    print(line)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(line + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitgan", description="ViTGAN: GANs with Vision Transformers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -162,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", default="out", help="output folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("bench", help="time D, G and a training iteration against a standard ViT and the GEMM rate",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_arguments(p)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="as for train")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--compile", action="store_true", help="torch.compile G and D (and the standard ViT)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (the median is reported)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--out", help="also append the JSON line to this file")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

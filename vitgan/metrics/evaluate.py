@@ -105,7 +105,7 @@ class InceptionFeatures:
 def _progress(total: int, desc: str, enabled: bool):  # noqa: ANN202 - a tqdm bar
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True, leave=False)
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True, leave=False, mininterval=1)
 
 
 def reference_features(extract: InceptionFeatures, data: ImageData, *, max_real: int | None = None,

@@ -224,10 +224,13 @@ class Trainer:
     """Holds the networks, optimisers and counters of one run; `step()` is one D step and one G step."""
 
     def __init__(self, cfg: Config, data: ImageData, device: torch.device, amp: torch.dtype | None, *,
-                 preset: str = "custom") -> None:
+                 preset: str = "custom", compile: bool = False) -> None:
         self.cfg, self.data, self.device, self.amp, self.preset = cfg, data, device, amp, preset
         self.G = Generator(cfg).to(device).train()
         self.D = build_discriminator(cfg).to(device).train()
+        # what the steps call: the networks themselves, or their torch.compile'd forms (same parameters)
+        self.G_run: nn.Module = torch.compile(self.G) if compile else self.G
+        self.D_run: nn.Module = torch.compile(self.D) if compile else self.D
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas)
@@ -264,8 +267,8 @@ class Trainer:
         """D's fp32 logits for several batches: one forward when D's samples never interact, else one per batch
         (a minibatch-std layer must see each batch alone)."""
         if self.D.mixes_samples:
-            return [self.D(x).float() for x in batches]
-        return list(self.D(torch.cat(batches)).float().split([len(x) for x in batches]))
+            return [self.D_run(x).float() for x in batches]
+        return list(self.D_run(torch.cat(batches)).float().split([len(x) for x in batches]))
 
     def _z(self) -> torch.Tensor:
         return torch.randn(self.cfg.batch, self.cfg.z_dim).to(self.device)
@@ -277,7 +280,7 @@ class Trainer:
         self.D.requires_grad_(True)
         reals = self.next_reals()
         with torch.no_grad(), self._autocast():
-            fakes = self.G(self._z()).float()
+            fakes = self.G_run(self._z()).float()
         with self._autocast():
             real_aug, fake_aug = self._augment(reals), self._augment(fakes)
             batches = [real_aug, fake_aug]
@@ -292,7 +295,7 @@ class Trainer:
         total = loss_d + bcr
         if cfg.r1_gamma > 0 and self.d_steps % cfg.r1_interval == 0:  # lazy R1, in fp32
             real_r1 = real_aug.detach().float().requires_grad_(True)
-            r1 = r1_penalty(real_r1, self.D(real_r1).float())
+            r1 = r1_penalty(real_r1, self.D_run(real_r1).float())
             total = total + r1 * (cfg.r1_gamma / 2 * cfg.r1_interval)
             stats["r1"] = r1.item()
         self.opt_d.zero_grad(set_to_none=True)
@@ -303,7 +306,7 @@ class Trainer:
         self.D.requires_grad_(False)
         self.G.requires_grad_(True)
         with self._autocast():
-            loss_g = g_nonsaturating_loss(self.D(self._augment(self.G(self._z()))).float())
+            loss_g = g_nonsaturating_loss(self.D_run(self._augment(self.G_run(self._z()))).float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
