@@ -27,9 +27,9 @@ from vitgan.data.pixels import BadImage, Item
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 # CelebA's aligned images are 178x218; the centred 108x108 square holds the face from brows to chin. It is the crop
-# of the DCGAN-era 64x64 CelebA protocol (carpedm20/DCGAN-tensorflow: --input_height 108 --crop, then resized
-# to 64), which most 64x64 CelebA GAN results, ViTGAN's comparisons included, inherit. 140x140 (used by some
-# VAE/BEGAN-style code) keeps more background and hair; 108 keeps the face filling the frame.
+# of the DCGAN-era 64x64 CelebA protocol (carpedm20/DCGAN-tensorflow: --input_height=108 --crop, then resized to
+# 64), the one most 64x64 CelebA GAN code inherits (the ViTGAN paper does not state its own). 140x140 (tensorpack's
+# DCGAN-CelebA --crop-size 140) keeps more hair and background.
 CELEBA_CROP = 108
 CELEBA_NAME = "img_align_celeba"
 CIFAR_BATCHES = {
