@@ -28,7 +28,7 @@ def test_folder_reader_and_its_errors(tmp_path):
     resized = load(str(tmp_path), resolution=16, channels=1)  # resized to the config's resolution and channels
     assert resized.images.shape == (3, 1, 16, 16) and resized.images[2].unique().tolist() == [80]
     (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
-    with pytest.raises(DataError, match="broken.png: not a readable image"):
+    with pytest.raises(DataError, match="broken.png: not an image"):
         load(str(tmp_path), resolution=8, channels=3)
     with pytest.raises(DataError, match="no such file or folder"):
         load(str(tmp_path / "missing"), resolution=8, channels=3)

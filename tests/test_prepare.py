@@ -147,6 +147,7 @@ def test_cifar10_folder_and_tar_gz(tmp_path, cifar10):
     got, got_labels = read_zip(tmp_path / "a.zip")
     np.testing.assert_array_equal(np.stack(got), images)
     assert [label for _, label in got_labels] == labels
+    assert load(str(tmp_path / "a.zip"), resolution=32, channels=3).labels.tolist() == labels  # dataset.json
     data = load(str(archive), resolution=32, channels=3)  # straight from the archive, no prepare
     np.testing.assert_array_equal(data.images.permute(0, 2, 3, 1).numpy(), images)
     assert data.labels.tolist() == labels and data.name == "cifar-10-python"
@@ -255,7 +256,7 @@ def test_bad_files_are_all_named_and_nothing_is_written(tmp_path, capsys):
     report = capsys.readouterr().err
     for name in ("empty.png", "half.png", "half.jpg", "notes.png"):
         assert f"{src / name}: " in report, name
-    assert "notes.png: not a readable image (cannot identify image file" in report
+    assert "notes.png: not an image (no known image format)" in report
     assert not dest.exists() and list(dest.parent.iterdir()) == []  # no DEST, no temporary file
     assert main(["prepare", str(src), str(dest)]) == 2
     assert "vitgan: error: " in capsys.readouterr().err

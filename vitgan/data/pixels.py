@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from vitgan.data.dataset import DataError
 
@@ -43,6 +43,8 @@ def decode(data: bytes | np.ndarray) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
+    except UnidentifiedImageError:
+        raise BadImage("not an image (no known image format)") from None
     except Exception as error:  # any decoder failure (OSError, SyntaxError, bomb, struct.error) is this file's fault
         message = str(error) or type(error).__name__
         raise BadImage(f"not a readable image ({message})") from None

@@ -16,6 +16,7 @@ import json
 import pickle
 import tarfile
 import zipfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ CIFAR_BATCHES = {
 }
 
 
-class Source:
+class Source(ABC):
     """A dataset on disk: `len()` images, iterated as Items in a fixed order."""
 
     kind = "images"
@@ -46,13 +47,15 @@ class Source:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.name = path.name.removesuffix(".tar.gz").removesuffix(".tgz").removesuffix(".zip")
+        self.name = path.resolve().name
+        for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
+            self.name = self.name.removesuffix(suffix)
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
-    def __iter__(self) -> Iterator[Item]:
-        raise NotImplementedError
+    @abstractmethod
+    def __iter__(self) -> Iterator[Item]: ...
 
     def __str__(self) -> str:
         return f"{self.path} ({self.kind})"
