@@ -1,4 +1,4 @@
-"""The bundled MNIST digits and the image-folder reader."""
+"""The bundled MNIST digits and `load` on a folder (every other format: test_prepare.py)."""
 
 import numpy as np
 import pytest
@@ -25,12 +25,12 @@ def test_folder_reader_and_its_errors(tmp_path):
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
     data = load(str(tmp_path), resolution=8, channels=3)
     assert data.images.shape == (3, 3, 8, 8) and data.images[2].max() == 80
-    with pytest.raises(DataError, match="expected 16x16"):
-        load(str(tmp_path), resolution=16, channels=3)
+    resized = load(str(tmp_path), resolution=16, channels=1)  # resized to the config's resolution and channels
+    assert resized.images.shape == (3, 1, 16, 16) and resized.images[2].unique().tolist() == [80]
     (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
-    with pytest.raises(DataError, match="broken.png: not a readable image"):
+    with pytest.raises(DataError, match="broken.png: not an image"):
         load(str(tmp_path), resolution=8, channels=3)
-    with pytest.raises(DataError, match="no such folder"):
+    with pytest.raises(DataError, match="no such file or folder"):
         load(str(tmp_path / "missing"), resolution=8, channels=3)
     with pytest.raises(DataError, match="config expects 3x32x32"):
         load("mnist", resolution=32, channels=3)

@@ -129,3 +129,13 @@ def test_default_data_reports_digit_fid_per_tick(tmp_path):
     row = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
     assert row["digit_fid"] > 0 and 0 <= row["classes"] <= 10 and 0 <= row["confident"] <= 1
     assert "digit_fid" in (run / "log.txt").read_text()
+
+
+def test_train_on_a_prepared_zip_with_mirror(tmp_path, digits):
+    from vitgan.data.prepare import prepare
+
+    archive = prepare(digits, tmp_path / "digits.zip", channels=1, progress=False).path
+    run = _train(tmp_path, archive, "--kimg", "0.004", "--tick", "1", "--mirror")
+    options = json.loads((run / "training_options.json").read_text())
+    assert run.name == "00000-mnist-digits" and options["num_images"] == 12 and options["run"]["mirror"] is True
+    assert options["run"]["data"] == str(archive)

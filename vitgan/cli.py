@@ -62,8 +62,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     preset = args.preset or (state or {}).get("preset") or "mnist"
     opts = RunOptions(preset=preset, data=args.data, outdir=args.outdir, seed=args.seed, resume=args.resume,
                       precision=args.precision, device=args.device, minutes=args.minutes, tick_kimg=args.tick,
-                      snap=args.snap, metrics=args.metrics, metric_every=args.metric_every,
-                      inception=args.inception)
+                      snap=args.snap, mirror=args.mirror, skip_bad=args.skip_bad, metrics=args.metrics,
+                      metric_every=args.metric_every, inception=args.inception, compile=args.compile)
     opts.check()
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
     if args.dry_run:
@@ -147,6 +147,29 @@ def cmd_bench(args: argparse.Namespace) -> None:
             f.write(line + "\n")
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from vitgan.data.prepare import prepare
+
+    prepare(args.src, args.dest, resolution=args.resolution, crop=args.crop, channels=args.channels,
+            max_images=args.max_images, skip_bad=args.skip_bad)
+
+
+def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="convert a dataset (folder, zip, CIFAR, CelebA, LSUN LMDB) to a zip of PNGs",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("src", help="a folder or zip of images, CIFAR-10/100 batches (folder or .tar.gz), CelebA's "
+                   "img_align_celeba (folder or zip), or an LSUN LMDB export folder")
+    p.add_argument("dest", help="the zip to write (written to a temporary file, renamed when complete)")
+    p.add_argument("--resolution", type=int, help="resize to RxR (LANCZOS); default: keep the size, which all "
+                   "images must then share")
+    p.add_argument("--crop", default="center", choices=["center", "none"],
+                   help="center: the centred square (CelebA: 108x108); none: non-square images are bad files")
+    p.add_argument("--channels", type=int, default=3, choices=[1, 3], help="1: grayscale PNGs, 3: RGB")
+    p.add_argument("--max-images", type=int, help="stop after this many images (in the source's order)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable or unusable files (they are listed)")
+    p.set_defaults(func=cmd_prepare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitgan", description="ViTGAN: GANs with Vision Transformers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -158,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a ViTGAN (default: the mnist preset on the bundled MNIST digits)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(p)
-    p.add_argument("--data", default="mnist", help="'mnist' (the bundled 5k digits) or a folder of images")
+    p.add_argument("--data", default="mnist", help="'mnist' (the bundled 5k digits), a zip from `vitgan prepare`, "
+                   "or any source `prepare` reads (resized to the preset's resolution)")
+    p.add_argument("--mirror", action="store_true", help="flip each real image left-right with probability 1/2")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable data files (they are listed)")
     p.add_argument("--outdir", default="runs", help="runs are written to OUTDIR/NNNNN-<preset>-<data>/")
     p.add_argument("--seed", type=int, default=0, help="random seed of the run")
     p.add_argument("--resume", help="a training-state-*.pt file, or a run folder (its newest training state)")
@@ -172,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric-every", type=int, default=1, help="ticks between metric evaluations (and at the end)")
     p.add_argument("--inception", help=f"the {WEIGHTS_NAME} file for Inception metrics (default: "
                    "$VITGAN_INCEPTION, then the torch hub cache)")
+    p.add_argument("--compile", action="store_true", help="run G and D through torch.compile")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
     p.set_defaults(func=cmd_train)
 
@@ -186,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", default="out", help="output folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_generate)
+
+    add_prepare_parser(sub)
 
     p = sub.add_parser("bench", help="time D, G and a training iteration against a standard ViT and the GEMM rate",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

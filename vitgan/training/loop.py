@@ -58,6 +58,9 @@ class RunOptions:
     minutes: float | None = None  # stop after this wall-clock budget (a final snapshot is still written)
     tick_kimg: float = 4.0  # report, log and draw a sample grid every this many kimg
     snap: int = 10  # write a network snapshot and a training state every this many ticks
+    mirror: bool = False  # flip each real image left-right with probability 1/2
+    skip_bad: bool = False  # skip (and list) unreadable data files instead of stopping
+    compile: bool = False  # run G and D through torch.compile
     metrics: str | None = None  # e.g. "fid10k,kid10k" (vitgan.metrics.evaluate), measured on the EMA generator
     metric_every: int = 1  # ticks between metric evaluations (and at the end)
     inception: str | None = None  # the Inception weights file (default: $VITGAN_INCEPTION or the torch hub cache)
@@ -224,8 +227,9 @@ class Trainer:
     """Holds the networks, optimisers and counters of one run; `step()` is one D step and one G step."""
 
     def __init__(self, cfg: Config, data: ImageData, device: torch.device, amp: torch.dtype | None, *,
-                 preset: str = "custom", compile: bool = False) -> None:
+                 preset: str = "custom", mirror: bool = False, compile: bool = False) -> None:
         self.cfg, self.data, self.device, self.amp, self.preset = cfg, data, device, amp, preset
+        self.mirror = mirror
         self.G = Generator(cfg).to(device).train()
         self.D = build_discriminator(cfg).to(device).train()
         # what the steps call: the networks themselves, or their torch.compile'd forms (same parameters)
@@ -253,7 +257,7 @@ class Trainer:
             picked.append(self.order[self.position:self.position + take])
             self.position += take
             needed -= take
-        return self.data.batch(torch.cat(picked)).to(self.device)
+        return self.data.batch(torch.cat(picked), mirror=self.mirror).to(self.device)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp is None:
@@ -388,14 +392,14 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     opts.check()
     device = resolve_device(opts.device)
     amp = resolve_precision(opts.precision, device)
-    data = load(opts.data, resolution=cfg.resolution, channels=cfg.channels)
+    data = load(opts.data, resolution=cfg.resolution, channels=cfg.channels, skip_bad=opts.skip_bad)
     if len(data) < cfg.batch:
         raise ConfigError(f"batch: {cfg.batch} is larger than the {len(data)} images of {opts.data}")
 
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
     random.seed(opts.seed)
-    trainer = Trainer(cfg, data, device, amp, preset=opts.preset)
+    trainer = Trainer(cfg, data, device, amp, preset=opts.preset, mirror=opts.mirror, compile=opts.compile)
     if resume_state is not None:
         trainer.load_state(resume_state)
 
