@@ -1,9 +1,12 @@
 """The `vitgan` command line."""
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from vitgan import presets
 from vitgan.cli import main
@@ -31,3 +34,18 @@ def test_readme_states_measured_parameter_counts():
         row = re.search(rf"^\| `{name}` \|.*$", readme, re.MULTILINE)
         assert row, f"README has no row for preset {name}"
         assert f"{g:,}" in row.group(0) and f"{d:,}" in row.group(0), f"README counts for {name} are stale"
+
+
+def test_bench_prints_every_figure(capsys, tmp_path):
+    out = tmp_path / "bench.jsonl"
+    args = ["bench", "--preset", "mnist", "--batch", "4", "--d-dim", "32", "--d-depth", "1", "--d-heads", "2",
+            "--d-mlp-dim", "64", "--g-dim", "32", "--g-depth", "1", "--g-heads", "2", "--g-mlp-dim", "64",
+            "--repeats", "1", "--precision", "fp32", "--out", str(out)]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("d_fwd_bwd_ms", "vit_fwd_bwd_ms", "g_fwd_bwd_ms", "iteration_ms", "images_per_s", "iteration_gflop",
+                "gemm_fp32_gflops_per_s", "peak_memory_mb"):
+        assert result[key] > 0, key
+    assert result["d_vs_vit"] == pytest.approx(result["d_fwd_bwd_ms"] / result["vit_fwd_bwd_ms"], rel=0.01)
+    assert json.loads(out.read_text()) == result
+    assert main(["bench", "--repeats", "0"]) == 2

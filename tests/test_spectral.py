@@ -77,3 +77,26 @@ def test_plain_sn_has_unit_spectral_norm():
     layer = SNLinear(30, 20)
     _converge(layer)
     assert abs(_largest_singular_value(layer.weight) - 1.0) < 1e-3
+
+
+def test_isn_in_training_costs_one_matrix_vector_power_step_per_layer_and_no_decomposition(monkeypatch):
+    """After construction, a training forward+backward of the ViTGAN D runs no SVD/eigen/matrix norm: only the
+    power iteration's matrix-vector products (one step per ISN layer per forward)."""
+    from vitgan import presets
+    from vitgan.networks import build_discriminator
+
+    cfg = presets.get("mnist", d_dim=32, d_depth=1, d_heads=2, d_mlp_dim=64)
+    d = build_discriminator(cfg).train()
+    layers = [m for m in d.modules() if isinstance(m, ISNLinear)]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a matrix decomposition ran during training")
+
+    for name in ("svd", "svdvals", "matrix_norm", "eigh", "eigvalsh", "norm"):
+        monkeypatch.setattr(torch.linalg, name, forbidden)
+    calls = []
+    real_mv = torch.mv
+    monkeypatch.setattr(torch, "mv", lambda *a, **k: calls.append(1) or real_mv(*a, **k))
+    d(torch.rand(3, 1, 32, 32)).sum().backward()
+    # torch's spectral_norm: u <- normalize(W v), v <- normalize(W^T u), sigma = u . (W v): three products per layer
+    assert len(calls) == 3 * len(layers)

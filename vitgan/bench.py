@@ -6,10 +6,12 @@ Everything is measured in one process, one after the other, so the ratios compar
   GELU, no dropout) with plain patches, dot-product attention and no spectral normalisation;
 - G forward+backward;
 - one full training iteration (`Trainer.step`: a D step with DiffAugment, bCR and lazy R1 as configured, a G step,
-  the EMA update) on random images, and its images/s;
-- the model FLOPs of that iteration (matrix products, counted by `torch.utils.flop_counter`), hence its achieved
+  the EMA update) on random images, and its images/s: the median over the repeats, so an ordinary iteration, not
+  one of the costlier lazy-R1 ones (every r1_interval-th);
+- the model FLOPs of an ordinary iteration (matrix products, counted by `torch.utils.flop_counter`), hence its achieved
   GFLOP/s, against a 4096^3 matrix product timed in fp32 (and in bf16 when autocast uses it);
-- peak memory: CUDA's peak allocation, or on a CPU the process's peak resident set.
+- peak memory during the training iterations (timed first, so nothing else has run yet): CUDA's peak allocation,
+  or on a CPU the process's peak resident set (which includes the Python runtime, about 0.2 GB).
 """
 
 from __future__ import annotations
@@ -107,14 +109,15 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
     from vitgan.training.loop import Trainer
 
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     images = torch.randint(0, 256, (max(2 * cfg.batch, 256), cfg.channels, cfg.resolution, cfg.resolution),
                            dtype=torch.uint8)
     trainer = Trainer(cfg, ImageData(images, torch.full((len(images),), -1), "random"), device, amp,
                       preset=preset, compile=compile)
+    memory_before = peak_memory_mb(device)
+    step_ms = time_ms(trainer.step, device, warmup=3, repeats=repeats)  # first, so the peak below is the iteration's
+    memory_peak = peak_memory_mb(device)
     autocast = trainer._autocast
     x = torch.rand(cfg.batch, cfg.channels, cfg.resolution, cfg.resolution, device=device) * 2 - 1
     z = torch.randn(cfg.batch, cfg.z_dim, device=device)
@@ -124,8 +127,9 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
     vit_run = torch.compile(vit) if compile else vit
     vit_ms = time_ms(_forward_backward(vit_run, lambda: x, autocast), device, repeats=repeats)
     g_ms = time_ms(_forward_backward(trainer.G_run, lambda: z, autocast), device, repeats=repeats)
-    step_ms = time_ms(trainer.step, device, warmup=3, repeats=repeats)
     trainer.D_run, trainer.G_run = d, g  # FLOPs are counted on the plain modules (compiled code hides them)
+    if cfg.r1_gamma > 0 and trainer.d_steps % cfg.r1_interval == 0:
+        trainer.step()  # count an ordinary iteration: the flop counter cannot follow R1's double backward
     step_flops = count_flops(trainer.step)
     d_flops = count_flops(_forward_backward(d, lambda: x, autocast))
     vit_flops = count_flops(_forward_backward(vit, lambda: x, autocast))
@@ -148,7 +152,8 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
         low = gemm_gflops(device, amp)
         result["gemm_bf16_gflops_per_s"] = round(low, 1)
         result["iteration_vs_gemm_bf16"] = round(step_flops / step_ms / 1e6 / low, 3)
-    result["peak_memory_mb"] = round(peak_memory_mb(device), 1)
+    result["memory_before_iteration_mb"] = round(memory_before, 1)  # networks, optimisers, data, runtime
+    result["peak_memory_mb"] = round(memory_peak, 1)  # the above plus the iteration's activations and gradients
     result["peak_memory_kind"] = "cuda max allocated" if device.type == "cuda" else "process peak RSS"
     return result
 

@@ -85,14 +85,18 @@ class RunOptions:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for `auto`, `cpu`, `cuda` or `cuda:N`; on CUDA, fp32 matrix products may use TF32."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"device: cannot use {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} requested but CUDA is not available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} requested but CUDA is not available")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     return device
 
 
@@ -299,7 +303,7 @@ class Trainer:
         total = loss_d + bcr
         if cfg.r1_gamma > 0 and self.d_steps % cfg.r1_interval == 0:  # lazy R1, in fp32
             real_r1 = real_aug.detach().float().requires_grad_(True)
-            r1 = r1_penalty(real_r1, self.D_run(real_r1).float())
+            r1 = r1_penalty(real_r1, self.D(real_r1).float())  # plain D: compiled code has no double backward
             total = total + r1 * (cfg.r1_gamma / 2 * cfg.r1_interval)
             stats["r1"] = r1.item()
         self.opt_d.zero_grad(set_to_none=True)
