@@ -317,14 +317,22 @@ def test_sources_that_are_not_datasets(tmp_path):
         run(tmp_path / "empty", tmp_path / "out.zip")
 
 
-def test_mirror_flips_about_half_of_the_batch():
+def test_mirror_flips_the_chosen_images_and_the_trainer_chooses_about_half():
+    from vitgan import presets
     from vitgan.data import ImageData
+    from vitgan.training.loop import Trainer
 
     images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4).repeat(32, 1, 1, 1)
     data = ImageData(images, torch.zeros(64, dtype=torch.int64), "x")
     plain = data.batch(torch.arange(64))
-    torch.manual_seed(0)
-    mirrored = data.batch(torch.arange(64), mirror=True)
-    flipped = (mirrored == plain.flip(3)).flatten(1).all(1)
-    assert ((mirrored == plain).flatten(1).all(1) | flipped).all()  # each image is itself or its mirror
+    flip = torch.arange(64) % 3 == 0
+    mirrored = data.batch(torch.arange(64), flip=flip)
+    assert torch.equal(mirrored[flip], plain[flip].flip(3)) and torch.equal(mirrored[~flip], plain[~flip])
+    cfg = presets.get("mnist", resolution=4, channels=3, g_patch=2, d_patch=2, batch=64, g_dim=8, g_heads=1,
+                      g_mlp_dim=8, d_dim=8, d_heads=1, d_mlp_dim=8, g_depth=1, d_depth=1)
+    trainer = Trainer(cfg, data, torch.device("cpu"), None, mirror=True)
+    reals = trainer.next_reals()
+    originals = data.batch(trainer.order)
+    flipped = (reals == originals.flip(3)).flatten(1).all(1)
+    assert ((reals == originals).flatten(1).all(1) | flipped).all()  # each image is itself or its mirror
     assert 16 < flipped.sum() < 48

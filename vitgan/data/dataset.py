@@ -22,10 +22,9 @@ class ImageData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def batch(self, indices: torch.Tensor, *, mirror: bool = False) -> torch.Tensor:
-        """The images at `indices` as float in [-1, 1]; with `mirror`, each one flipped left-right with p = 1/2."""
+    def batch(self, indices: torch.Tensor, *, flip: torch.Tensor | None = None) -> torch.Tensor:
+        """The images at `indices` as float in [-1, 1]; those where the boolean `flip` is true mirrored left-right."""
         x = self.images[indices].float() / 127.5 - 1
-        if mirror:
-            flip = torch.rand(len(x)) < 0.5
+        if flip is not None:
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x

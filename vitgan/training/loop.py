@@ -17,6 +17,7 @@ import random
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from vitgan.images import save_grid
 from vitgan.networks import Generator, build_discriminator, count_parameters
 from vitgan.sampling import generate, latents
 from vitgan.training import checkpoint
-from vitgan.training.augment import diff_augment, translation
+from vitgan.training.augment import Draws, diff_augment, translation
+from vitgan.training.distributed import World, average_gradients, mean_over_ranks
 from vitgan.training.loss import consistency_penalty, d_logistic_loss, g_nonsaturating_loss, r1_penalty
 
 GRID_SEEDS = range(64)
@@ -228,12 +230,25 @@ def plot_metrics(stats_path: Path, names: list[str], out: Path) -> None:
 
 
 class Trainer:
-    """Holds the networks, optimisers and counters of one run; `step()` is one D step and one G step."""
+    """Holds the networks, optimisers and counters of one run; `step()` is one D step and one G step.
+
+    The batch of `cfg.batch` images is processed in rounds of `batch_gpu` images per rank (gradients accumulated,
+    then averaged over the ranks). All per-sample randomness (data order, latents, augmentation, mirroring) comes
+    from one generator seeded by the run seed and is drawn for the whole batch on every rank, each rank keeping its
+    rows: the result does not depend on how the batch is split over ranks and rounds.
+    """
 
     def __init__(self, cfg: Config, data: ImageData, device: torch.device, amp: torch.dtype | None, *,
-                 preset: str = "custom", mirror: bool = False, compile: bool = False) -> None:
+                 preset: str = "custom", mirror: bool = False, compile: bool = False, seed: int = 0,
+                 world: World | None = None, batch_gpu: int | None = None) -> None:
         self.cfg, self.data, self.device, self.amp, self.preset = cfg, data, device, amp, preset
-        self.mirror = mirror
+        self.mirror, self.world = mirror, world or World()
+        ranks = self.world.size
+        self.batch_gpu = batch_gpu or cfg.batch // ranks
+        if self.batch_gpu < 1 or cfg.batch % (self.batch_gpu * ranks):
+            raise ConfigError(f"batch_gpu: the batch of {cfg.batch} is not a multiple of {self.batch_gpu} images "
+                              f"per device x {ranks} ranks")
+        self.rounds = cfg.batch // (self.batch_gpu * ranks)
         self.G = Generator(cfg).to(device).train()
         self.D = build_discriminator(cfg).to(device).train()
         # what the steps call: the networks themselves, or their torch.compile'd forms (same parameters)
@@ -246,30 +261,40 @@ class Trainer:
         self.cur_nimg = 0
         self.tick = 0
         self.d_steps = 0
-        self.order = torch.randperm(len(data))
+        self.rng = torch.Generator().manual_seed(seed)  # the per-sample randomness, the same on every rank
+        self.order = torch.randperm(len(data), generator=self.rng)
         self.position = 0
 
-    # --- data ---
+    # --- one round's share of the batch ---
+    def _draws(self) -> Draws:
+        """Random numbers for this rank's rows of one round (batch_gpu x ranks samples)."""
+        return Draws(self.rng, start=self.world.rank * self.batch_gpu, total=self.batch_gpu * self.world.size)
+
     def next_reals(self) -> torch.Tensor:
-        """The next batch of a shuffled pass over the data (a new shuffle per pass)."""
+        """This rank's rows of the next round of a shuffled pass over the data (a new shuffle per pass)."""
         picked = []
-        needed = self.cfg.batch
+        needed = self.batch_gpu * self.world.size
         while needed:
             if self.position == len(self.order):
-                self.order, self.position = torch.randperm(len(self.data)), 0
+                self.order, self.position = torch.randperm(len(self.data), generator=self.rng), 0
             take = min(needed, len(self.order) - self.position)
             picked.append(self.order[self.position:self.position + take])
             self.position += take
             needed -= take
-        return self.data.batch(torch.cat(picked), mirror=self.mirror).to(self.device)
+        mine = torch.cat(picked)[self.world.rank * self.batch_gpu:][:self.batch_gpu]
+        flip = self._draws().rand(self.batch_gpu) < 0.5 if self.mirror else None
+        return self.data.batch(mine, flip=flip).to(self.device)
+
+    def _z(self) -> torch.Tensor:
+        return self._draws().randn(self.batch_gpu, self.cfg.z_dim).to(self.device)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.cfg.augment, self.cfg.augment_p, self._draws())
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
-
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, self.cfg.augment, self.cfg.augment_p)
 
     def _d_logits(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
         """D's fp32 logits for several batches: one forward when D's samples never interact, else one per batch
@@ -278,14 +303,9 @@ class Trainer:
             return [self.D_run(x).float() for x in batches]
         return list(self.D_run(torch.cat(batches)).float().split([len(x) for x in batches]))
 
-    def _z(self) -> torch.Tensor:
-        return torch.randn(self.cfg.batch, self.cfg.z_dim).to(self.device)
-
-    # --- one iteration ---
-    def step(self) -> dict[str, float]:
-        cfg, stats = self.cfg, {}
-        self.G.requires_grad_(False)
-        self.D.requires_grad_(True)
+    def _d_round(self, with_r1: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        """D's loss on one round's images (logistic + bCR [+ lazy R1]) and its terms."""
+        cfg = self.cfg
         reals = self.next_reals()
         with torch.no_grad(), self._autocast():
             fakes = self.G_run(self._z()).float()
@@ -293,36 +313,53 @@ class Trainer:
             real_aug, fake_aug = self._augment(reals), self._augment(fakes)
             batches = [real_aug, fake_aug]
             terms = [(w, i) for i, w in enumerate((cfg.bcr_real, cfg.bcr_fake)) if w > 0]  # (bCR weight, batch)
-            batches += [translation(batches[i], ratio=cfg.bcr_shift) for _, i in terms]  # bCR's T: a small shift
+            batches += [translation(batches[i], self._draws(), ratio=cfg.bcr_shift) for _, i in terms]  # bCR's T
             logits = self._d_logits(batches)
-            logits_real, logits_fake = logits[0], logits[1]
-            loss_d = d_logistic_loss(logits_real, logits_fake)
+            loss_d = d_logistic_loss(logits[0], logits[1])
             bcr = torch.zeros((), device=self.device)
             for (weight, i), shifted in zip(terms, logits[2:], strict=True):
                 bcr = bcr + weight * consistency_penalty(logits[i], shifted)
+        stats = {"loss_d": loss_d.item(), "bcr": bcr.item(), "logits_real": logits[0].mean().item(),
+                 "logits_fake": logits[1].mean().item()}
         total = loss_d + bcr
-        if cfg.r1_gamma > 0 and self.d_steps % cfg.r1_interval == 0:  # lazy R1, in fp32
+        if with_r1:  # lazy R1, in fp32, on the plain D (compiled code has no double backward)
             real_r1 = real_aug.detach().float().requires_grad_(True)
-            r1 = r1_penalty(real_r1, self.D(real_r1).float())  # plain D: compiled code has no double backward
+            r1 = r1_penalty(real_r1, self.D(real_r1).float())
             total = total + r1 * (cfg.r1_gamma / 2 * cfg.r1_interval)
             stats["r1"] = r1.item()
-        self.opt_d.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt_d.step()
-        self.d_steps += 1
+        return total, stats
 
-        self.D.requires_grad_(False)
-        self.G.requires_grad_(True)
+    def _g_round(self) -> tuple[torch.Tensor, dict[str, float]]:
         with self._autocast():
             loss_g = g_nonsaturating_loss(self.D_run(self._augment(self.G_run(self._z()))).float())
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        return loss_g, {"loss_g": loss_g.item()}
 
+    def _optimise(self, net: nn.Module, other: nn.Module, opt: torch.optim.Optimizer,
+                  round_loss: Callable[[], tuple[torch.Tensor, dict[str, float]]]) -> dict[str, float]:
+        """One optimiser step of `net` (`other` frozen): the mean loss over the rounds and the ranks."""
+        other.requires_grad_(False)
+        net.requires_grad_(True)
+        opt.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for _ in range(self.rounds):
+            loss, stats = round_loss()
+            (loss / self.rounds).backward()
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value / self.rounds
+        average_gradients(net, self.world)
+        opt.step()
+        return sums
+
+    # --- one iteration ---
+    def step(self) -> dict[str, float]:
+        cfg = self.cfg
+        with_r1 = cfg.r1_gamma > 0 and self.d_steps % cfg.r1_interval == 0
+        stats = self._optimise(self.D, self.G, self.opt_d, lambda: self._d_round(with_r1))
+        self.d_steps += 1
+        stats.update(self._optimise(self.G, self.D, self.opt_g, self._g_round))
         self.cur_nimg += cfg.batch
         update_ema(self.G_ema, self.G, ema_beta(cfg, self.cur_nimg))
-        stats.update(loss_d=loss_d.item(), loss_g=loss_g.item(), bcr=bcr.item(),
-                     logits_real=logits_real.mean().item(), logits_fake=logits_fake.mean().item())
+        stats = mean_over_ranks(stats, self.world)
         for name, value in stats.items():
             if not math.isfinite(value):
                 raise FloatingPointError(f"{name} became {value} at kimg {self.cur_nimg / 1000:.3f}")
@@ -340,6 +377,7 @@ class Trainer:
             "data": {"order": self.order, "position": self.position},
             "augment": {"policy": self.cfg.augment, "p": self.cfg.augment_p},
             "rng": checkpoint.rng_state(),
+            "sample_rng": self.rng.get_state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -357,6 +395,7 @@ class Trainer:
             for group in opt.param_groups:  # the resumed run's learning rate, not the checkpoint's
                 group["lr"] = lr
         checkpoint.set_rng_state(state["rng"])
+        self.rng.set_state(state["sample_rng"])
 
     def save(self, run_dir: Path, *, keep_states: int = 2) -> Path:
         snapshot = run_dir / f"network-snapshot-{self.cur_nimg:09d}.safetensors"

@@ -1,0 +1,101 @@
+"""Data-parallel training with torch.distributed, launched by torchrun: one process per device.
+
+Every rank holds the full networks and optimisers and draws the same global batch (the same data order, latents and
+augmentation parameters, from generators seeded by the run seed); each takes its own shard of it, and after the
+backward pass the gradients are averaged over the ranks with one all-reduce per network, so every rank takes the
+same optimiser step and the parameters stay identical, as with DistributedDataParallel. The averaging is done here
+rather than by wrapping the networks in `DistributedDataParallel` because the D step's lazy R1 is a double backward
+and G and D alternate which parameters need gradients, which DDP's bucketed hooks do not support; the collective
+is the same all-reduce DDP uses. NCCL serves GPUs, gloo CPUs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks of a job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """True under torchrun (or any launcher that sets WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: str, *, timeout_s: float = 600) -> tuple[World, str]:
+    """Join the process group when launched by torchrun; returns (World, the device this rank should use).
+
+    `timeout_s` bounds every collective: a rank that dies makes the others fail with an error after at most that
+    long (torchrun itself stops the whole job as soon as one worker exits with an error).
+    """
+    if not launched():
+        return World(), device
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    return World(rank, size, local_rank), device
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def average_gradients(module: nn.Module, world: World) -> None:
+    """Replace each gradient of `module` by its mean over the ranks (one flattened all-reduce)."""
+    if world.size == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world.size
+    for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(part.view_as(g))
+
+
+def mean_over_ranks(values: dict[str, float], world: World) -> dict[str, float]:
+    """The mean of each scalar over the ranks (the same keys on every rank)."""
+    if world.size == 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / world.size for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def gather(obj: Any, world: World) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank."""
+    if world.size == 1:
+        return [obj]
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        dist.barrier()
