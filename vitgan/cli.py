@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from vitgan import presets
 from vitgan.config import Config, ConfigError
 from vitgan.data import DataError
 from vitgan.metrics.inception import WEIGHTS_NAME, InceptionError
+from vitgan.training import distributed
 from vitgan.training.checkpoint import CheckpointError
 
 
@@ -63,7 +65,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     opts = RunOptions(preset=preset, data=args.data, outdir=args.outdir, seed=args.seed, resume=args.resume,
                       precision=args.precision, device=args.device, minutes=args.minutes, tick_kimg=args.tick,
                       snap=args.snap, mirror=args.mirror, skip_bad=args.skip_bad, metrics=args.metrics,
-                      metric_every=args.metric_every, inception=args.inception, compile=args.compile)
+                      metric_every=args.metric_every, inception=args.inception, compile=args.compile,
+                      batch_gpu=args.batch_gpu, dist_timeout=args.dist_timeout)
     opts.check()
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
     if args.dry_run:
@@ -199,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", help=f"the {WEIGHTS_NAME} file for Inception metrics (default: "
                    "$VITGAN_INCEPTION, then the torch hub cache)")
     p.add_argument("--compile", action="store_true", help="run G and D through torch.compile")
+    p.add_argument("--batch-gpu", type=int, help="images per device per round; --batch (the total over all ranks) "
+                   "is reached by gradient accumulation when larger (default: --batch / ranks)")
+    p.add_argument("--dist-timeout", type=float, default=600.0, help="under torchrun: seconds to wait for a lost "
+                   "rank before failing")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
     p.set_defaults(func=cmd_train)
 
@@ -250,6 +257,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, InceptionError, FloatingPointError) as error:
         print(f"vitgan: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # under torchrun: a lost rank or a failed collective, said in one line
+        if not distributed.launched():
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"vitgan: error: rank {os.environ.get('RANK', '?')}: {first}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.shutdown()
     return 0
 
 

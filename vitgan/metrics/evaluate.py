@@ -31,6 +31,7 @@ from vitgan.metrics.inception_score import inception_score
 from vitgan.metrics.kid import kernel_inception_distance
 from vitgan.metrics.precision_recall import precision_recall
 from vitgan.sampling import latents
+from vitgan.training.distributed import World, barrier, gather
 
 KINDS = {
     "fid": "Frechet Inception distance, generated vs all reals",
@@ -150,8 +151,9 @@ class Evaluator:
     def __init__(self, metrics: list[Metric], data: ImageData, *, inception_path: str | None = None,
                  device: torch.device | str = "cpu", batch: int = 64, max_real: int | None = None,
                  cache: str | os.PathLike | None = None, progress: bool = False,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, world: World | None = None) -> None:
         self.metrics, self.batch, self.progress = metrics, batch, progress
+        world = self.world = world or World()
         kinds = {m.kind for m in metrics}
         self.extract: InceptionFeatures | None = None
         self.real: np.ndarray | None = None
@@ -160,8 +162,12 @@ class Evaluator:
             net = inception.load_inception(weights, device=device)
             self.extract = InceptionFeatures(net, weights_sha256=inception.sha256_file(weights), batch=batch)
             if kinds & {"fid", "kid", "pr"}:
+                if not world.is_main:
+                    barrier(world)  # rank 0 computes the reference features and caches them; the others read them
                 self.real = reference_features(self.extract, data, max_real=max_real, cache=cache_dir(cache),
                                                progress=progress, log=log)
+                if world.is_main:
+                    barrier(world)
                 self.real_mu, self.real_sigma = feature_statistics(self.real)
         self.digits = None
         if "dfid" in kinds:
@@ -177,20 +183,22 @@ class Evaluator:
         """{metric name (and name_std / name_precision / name_recall): value} for the generator in eval mode."""
         count = max(m.num_gen for m in self.metrics)
         device = next(generator.parameters()).device
-        feats, logits, digits = [], [], []
-        with _progress(count, "generating and measuring", self.progress) as bar:
-            for start in range(0, count, self.batch):
+        world, step = self.world, self.batch * self.world.size
+        chunks: dict[int, tuple] = {}  # first seed -> (features, logits, digit images) of this rank's chunks
+        with _progress(count, "generating and measuring", self.progress and world.is_main) as bar:
+            for start in range(world.rank * self.batch, count, step):  # the ranks take turns, chunk by chunk
                 z = latents(range(start, min(start + self.batch, count)), generator.z_dim).to(device)
                 images = quantize(generator(z).float()).cpu()  # (B, C, H, W) uint8, as saved images would be
-                if self.extract is not None:
-                    pool, logit = self.extract(images)
-                    feats.append(pool)
-                    logits.append(logit)
-                if self.digits is not None:
-                    digits.append(images.float() / 127.5 - 1)
-                bar.update(len(images))
-        fake = np.concatenate(feats) if feats else None
-        fake_logits = np.concatenate(logits) if logits else None
+                pool, logit = self.extract(images) if self.extract is not None else (None, None)
+                digits = images.float() / 127.5 - 1 if self.digits is not None else None
+                chunks[start] = (pool, logit, digits)
+                bar.update(len(images) * world.size)
+        for other in gather(chunks, world):  # every rank ends with every chunk, in seed order
+            chunks.update(other)
+        ordered = [chunks[start] for start in sorted(chunks)]
+        fake = np.concatenate([c[0] for c in ordered]) if self.extract is not None else None
+        fake_logits = np.concatenate([c[1] for c in ordered]) if self.extract is not None else None
+        digits = [c[2] for c in ordered]
         results: dict[str, float] = {}
         for m in self.metrics:
             n = m.num_gen

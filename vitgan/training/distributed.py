@@ -63,6 +63,15 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def broadcast_module(module: nn.Module, world: World) -> None:
+    """Copy rank 0's parameters and buffers to every rank (as DDP does when it wraps a module)."""
+    if world.size == 1:
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor, src=0)
+
+
 def average_gradients(module: nn.Module, world: World) -> None:
     """Replace each gradient of `module` by its mean over the ranks (one flattened all-reduce)."""
     if world.size == 1:
@@ -75,6 +84,17 @@ def average_gradients(module: nn.Module, world: World) -> None:
     flat /= world.size
     for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
         g.copy_(part.view_as(g))
+
+
+def average_buffers(module: nn.Module, world: World) -> None:
+    """Replace each floating-point buffer of `module` by its mean over the ranks: for running statistics that each
+    rank updates from its own samples by an affine rule (the generator's w_avg), this equals the whole batch's."""
+    if world.size == 1:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer /= world.size
 
 
 def mean_over_ranks(values: dict[str, float], world: World) -> dict[str, float]:
@@ -94,6 +114,15 @@ def gather(obj: Any, world: World) -> list[Any]:
     out: list[Any] = [None] * world.size
     dist.all_gather_object(out, obj)
     return out
+
+
+def any_rank(flag: bool, world: World) -> bool:
+    """True on every rank when `flag` is true on at least one (so that all ranks take the same branch)."""
+    if world.size == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def barrier(world: World) -> None:

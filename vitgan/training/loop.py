@@ -32,7 +32,7 @@ from vitgan.fileio import atomic_write
 from vitgan.images import save_grid
 from vitgan.networks import Generator, build_discriminator, count_parameters
 from vitgan.sampling import generate, latents
-from vitgan.training import checkpoint
+from vitgan.training import checkpoint, distributed
 from vitgan.training.augment import Draws, diff_augment, translation
 from vitgan.training.distributed import World, average_gradients, mean_over_ranks
 from vitgan.training.loss import consistency_penalty, d_logistic_loss, g_nonsaturating_loss, r1_penalty
@@ -63,6 +63,8 @@ class RunOptions:
     mirror: bool = False  # flip each real image left-right with probability 1/2
     skip_bad: bool = False  # skip (and list) unreadable data files instead of stopping
     compile: bool = False  # run G and D through torch.compile
+    batch_gpu: int | None = None  # images per device per round (default: the batch over the ranks, one round)
+    dist_timeout: float = 600.0  # seconds a collective waits for a lost rank before the job fails
     metrics: str | None = None  # e.g. "fid10k,kid10k" (vitgan.metrics.evaluate), measured on the EMA generator
     metric_every: int = 1  # ticks between metric evaluations (and at the end)
     inception: str | None = None  # the Inception weights file (default: $VITGAN_INCEPTION or the torch hub cache)
@@ -78,6 +80,10 @@ class RunOptions:
             raise ConfigError(f"minutes: must be positive, got {self.minutes}")
         if self.seed < 0:
             raise ConfigError(f"seed: must be zero or positive, got {self.seed}")
+        if self.batch_gpu is not None and self.batch_gpu < 1:
+            raise ConfigError(f"batch_gpu: must be positive, got {self.batch_gpu}")
+        if self.dist_timeout <= 0:
+            raise ConfigError(f"dist_timeout: must be positive, got {self.dist_timeout}")
         if self.metric_every < 1:
             raise ConfigError(f"metric_every: must be a positive number of ticks, got {self.metric_every}")
         if self.metrics is not None:
@@ -251,6 +257,8 @@ class Trainer:
         self.rounds = cfg.batch // (self.batch_gpu * ranks)
         self.G = Generator(cfg).to(device).train()
         self.D = build_discriminator(cfg).to(device).train()
+        for net in (self.G, self.D):
+            distributed.broadcast_module(net, self.world)  # every rank starts from rank 0's weights
         # what the steps call: the networks themselves, or their torch.compile'd forms (same parameters)
         self.G_run: nn.Module = torch.compile(self.G) if compile else self.G
         self.D_run: nn.Module = torch.compile(self.D) if compile else self.D
@@ -357,6 +365,7 @@ class Trainer:
         stats = self._optimise(self.D, self.G, self.opt_d, lambda: self._d_round(with_r1))
         self.d_steps += 1
         stats.update(self._optimise(self.G, self.D, self.opt_g, self._g_round))
+        distributed.average_buffers(self.G, self.world)  # w_avg, tracked by each rank from its own latents
         self.cur_nimg += cfg.batch
         update_ema(self.G_ema, self.G, ema_beta(cfg, self.cur_nimg))
         stats = mean_over_ranks(stats, self.world)
@@ -433,46 +442,54 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     continues from it; `cfg` must then come from `resume_config`.
     """
     opts.check()
-    device = resolve_device(opts.device)
+    world, device_name = distributed.init(opts.device, timeout_s=opts.dist_timeout)
+    device = resolve_device(device_name)
     amp = resolve_precision(opts.precision, device)
     data = load(opts.data, resolution=cfg.resolution, channels=cfg.channels, skip_bad=opts.skip_bad)
     if len(data) < cfg.batch:
         raise ConfigError(f"batch: {cfg.batch} is larger than the {len(data)} images of {opts.data}")
 
-    torch.manual_seed(opts.seed)
-    np.random.seed(opts.seed)
-    random.seed(opts.seed)
-    trainer = Trainer(cfg, data, device, amp, preset=opts.preset, mirror=opts.mirror, compile=opts.compile)
+    torch.manual_seed(opts.seed + world.rank)  # per-rank streams; the per-sample ones are the Trainer's, shared
+    np.random.seed(opts.seed + world.rank)
+    random.seed(opts.seed + world.rank)
+    trainer = Trainer(cfg, data, device, amp, preset=opts.preset, mirror=opts.mirror, compile=opts.compile,
+                      seed=opts.seed, world=world, batch_gpu=opts.batch_gpu)
     if resume_state is not None:
         trainer.load_state(resume_state)
 
-    run_dir = new_run_dir(Path(opts.outdir), opts.preset, data.name)
-    log = Tee(run_dir / "log.txt")
+    main = world.is_main  # only rank 0 writes files and prints
+    run_dir = new_run_dir(Path(opts.outdir), opts.preset, data.name) if main else Path(opts.outdir)
+    log: Callable[[str], None] = Tee(run_dir / "log.txt") if main else (lambda line: None)
     options = {"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "device": str(device),
                "precision": "bf16" if amp == torch.bfloat16 else "fp32", "num_images": len(data),
+               "ranks": world.size, "batch_gpu": trainer.batch_gpu, "rounds": trainer.rounds,
                "G_params": count_parameters(trainer.G), "D_params": count_parameters(trainer.D),
                "torch": torch.__version__, "command": " ".join(sys.argv)}
-    (run_dir / "training_options.json").write_text(json.dumps(options, indent=2) + "\n")
-    tb = _tensorboard(run_dir)
+    tb = None
+    if main:
+        (run_dir / "training_options.json").write_text(json.dumps(options, indent=2) + "\n")
+        tb = _tensorboard(run_dir)
+        save_grid(data.batch(torch.arange(min(64, len(data)))), run_dir / "reals.png")
     stats_path = run_dir / "stats.jsonl"
     grid_z = latents(GRID_SEEDS, cfg.z_dim)
     digit_fid = None
-    if opts.data == "mnist":  # the embedded default gets a per-tick digit FID against all 5,000 digits
+    if opts.data == "mnist" and main:  # the embedded default gets a per-tick digit FID against all 5,000 digits
         from vitgan.metrics.digits import DigitFID
 
         digit_fid = DigitFID(data.batch(torch.arange(len(data))))
         digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)
     evaluator, metric_names = None, []
-    if opts.metrics:
+    if opts.metrics:  # on every rank: each generates and measures its share of the samples
         from vitgan.metrics.evaluate import Evaluator, parse_metrics
 
         evaluator = Evaluator(parse_metrics(opts.metrics), data, inception_path=opts.inception, device=device,
-                              log=log)
-    save_grid(data.batch(torch.arange(min(64, len(data)))), run_dir / "reals.png")
+                              log=log, world=world)
 
     log(f"run folder: {run_dir}")
     log(f"preset {opts.preset}, data {opts.data} ({len(data)} images), device {device}, precision "
         f"{options['precision']}, G {options['G_params']:,} params, D {options['D_params']:,} params")
+    if world.size > 1 or trainer.rounds > 1:
+        log(f"{world.size} rank(s) x {trainer.batch_gpu} images x {trainer.rounds} round(s) = batch {cfg.batch}")
     if resume_state is not None:
         log(f"resumed from {opts.resume} at kimg {trainer.cur_nimg / 1000:.1f}, tick {trainer.tick}")
     total_nimg = int(cfg.kimg * 1000)
@@ -484,6 +501,14 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
         """Status line, stats.jsonl row, sample grid, loss plot, TensorBoard; a checkpoint every `snap` ticks."""
         nonlocal tick_start_time, tick_start_nimg
         now = time.time()
+        measured = {}
+        if evaluator is not None and trainer.cur_nimg > tick_start_nimg and (final or
+                                                                              trainer.tick % opts.metric_every == 0):
+            measured = evaluator(trainer.G_ema)  # every rank takes part
+        if not main:
+            sums.clear()
+            tick_start_time, tick_start_nimg = time.time(), trainer.cur_nimg
+            return
         steps = max(sums.pop("steps", 0), 1)
         row: dict[str, float] = {"tick": trainer.tick, "kimg": trainer.cur_nimg / 1000, "time": now - start_time}
         images = generate(trainer.G_ema, grid_z)
@@ -495,10 +520,8 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
             row["g_z_std"] = float(images.std(dim=0).mean())  # G_ema's per-pixel spread across z
             if digit_fid is not None:
                 row.update(digit_fid(generate(trainer.G_ema, digit_z, batch=250)))
-            if evaluator is not None and (final or trainer.tick % opts.metric_every == 0):
-                measured = evaluator(trainer.G_ema)
-                row.update(measured)
-                metric_names[:] = list(dict.fromkeys(metric_names + list(measured)))
+            row.update(measured)
+            metric_names[:] = list(dict.fromkeys(metric_names + list(measured)))
             eta = (total_nimg - trainer.cur_nimg) / max(rate, 1e-9)
             if opts.minutes is not None:
                 eta = min(eta, opts.minutes * 60 - (now - start_time))
@@ -525,7 +548,8 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
         end_tick(final=False)  # the starting point's sample grid
         while True:
             done = trainer.cur_nimg >= total_nimg
-            out_of_time = opts.minutes is not None and time.time() - start_time >= opts.minutes * 60
+            out_of_time = opts.minutes is not None and distributed.any_rank(
+                time.time() - start_time >= opts.minutes * 60, world)  # all ranks stop at the same step
             if done or out_of_time:
                 if trainer.cur_nimg > tick_start_nimg:
                     trainer.tick += 1
@@ -540,6 +564,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     finally:
         if tb is not None:
             tb.close()
-        log.close()
+        if isinstance(log, Tee):
+            log.close()
     return run_dir
 

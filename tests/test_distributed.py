@@ -1,0 +1,131 @@
+"""Data-parallel training on the CPU with gloo: 2 ranks x B equals 1 process x 2B; torchrun end to end."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from test_training import TINY
+
+from vitgan import presets
+from vitgan.cli import main
+from vitgan.data import ImageData
+from vitgan.training.distributed import World
+from vitgan.training.loop import Trainer
+
+# bCR, lazy R1 on the first step, DiffAugment and mirroring all on; no minibatch-std (its groups are per device)
+CFG = presets.get("mnist", g_dim=32, g_depth=1, g_heads=2, g_mlp_dim=64, z_dim=16, w_dim=16, mapping_layers=1,
+                  g_fourier_dim=8, g_inr_hidden=8, d_dim=32, d_depth=1, d_heads=2, d_mlp_dim=64, d_mbstd=False,
+                  batch=8, bcr_real=2.0, bcr_fake=2.0, r1_gamma=0.1, r1_interval=2, augment_p=0.9)
+
+
+def _data() -> ImageData:
+    g = torch.Generator().manual_seed(1)
+    return ImageData(torch.randint(0, 256, (20, 1, 32, 32), dtype=torch.uint8, generator=g), torch.zeros(20), "r")
+
+
+def _steps(world: World, batch_gpu: int, steps: int = 2) -> dict[str, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    trainer = Trainer(CFG, _data(), torch.device("cpu"), None, mirror=True, seed=3, world=world, batch_gpu=batch_gpu)
+    for _ in range(steps):
+        trainer.step()
+    return {"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": trainer.G_ema.state_dict()}
+
+
+def _rank(rank: int, size: int, init_file: str, batch_gpu: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
+    torch.manual_seed(100 + rank)  # the ranks' own streams differ; the result must not depend on them
+    state = _steps(World(rank, size), batch_gpu=batch_gpu)
+    if rank == 0:
+        torch.save(state, out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("batch_gpu", [4, 2])  # 2 ranks x 4 = 8 in one round; 2 ranks x 2 x 2 rounds of accumulation
+def test_two_ranks_equal_one_process_with_twice_the_images_per_round(tmp_path, batch_gpu):
+    out = tmp_path / "two_ranks.pt"
+    mp.spawn(_rank, args=(2, str(tmp_path / "rendezvous"), batch_gpu, str(out)), nprocs=2, join=True)
+    two = torch.load(out, weights_only=True)
+    one = _steps(World(), batch_gpu=2 * batch_gpu)
+    for net in ("G", "D", "G_ema"):
+        for key, value in one[net].items():
+            # biases the attention cannot see (a key bias shifts a whole softmax row; L2 attention's shared q/k bias
+            # cancels in q - k): their gradient is pure round-off, which Adam's first steps amplify to +-lr
+            if key.endswith(("attn.k.bias", "attn.qk.bias")):
+                continue
+            torch.testing.assert_close(two[net][key], value, rtol=1e-4, atol=1e-6, msg=f"{net}.{key}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(_free_port()), "-m", "vitgan", *args]
+
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def test_torchrun_trains_on_two_ranks_and_resumes_on_one(tmp_path, digits, inception_weights, capsys):
+    outdir = tmp_path / "runs"
+    run = subprocess.run(_torchrun("train", "--data", str(digits), "--outdir", str(outdir), *TINY, "--kimg", "0.016",
+                                   "--tick", "0.008", "--snap", "1", "--d-mbstd", "false", "--metrics", "fid10",
+                                   "--metric-every", "2", "--inception", str(inception_weights)),
+                         capture_output=True, text=True, timeout=300, env=ENV)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (folder,) = outdir.iterdir()  # only rank 0 writes
+    log = (folder / "log.txt").read_text()
+    assert "2 rank(s) x 2 images x 1 round(s) = batch 4" in log
+    assert log.count("tick 2 ") == 1 and run.stdout.count("tick 2 ") == 1  # one status line, from rank 0
+    options = json.loads((folder / "training_options.json").read_text())
+    assert options["ranks"] == 2
+    rows = [json.loads(line) for line in (folder / "stats.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in rows] == [0.008, 0.016]
+    # the FID of the final tick, its samples generated and measured half on each rank, equals one process's
+    snapshot = folder / "network-snapshot-000000016.safetensors"
+    assert main(["eval", "--ckpt", str(snapshot), "--metrics", "fid10", "--inception", str(inception_weights)]) == 0
+    alone = json.loads(capsys.readouterr().out)["results"]["fid10"]
+    assert rows[-1]["fid10"] == pytest.approx(alone, rel=1e-3)
+    resumed = subprocess.run([sys.executable, "-m", "vitgan", "train", "--resume", str(folder), "--data", str(digits),
+                              "--outdir", str(outdir), *TINY, "--kimg", "0.024", "--tick", "0.008",
+                              "--d-mbstd", "false"], capture_output=True, text=True, timeout=300, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rows = [json.loads(line) for line in sorted(outdir.iterdir())[-1].joinpath("stats.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in rows] == [0.024]
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_a_dead_rank_ends_the_job_with_an_error(tmp_path, digits):
+    job = subprocess.Popen(_torchrun("train", "--data", str(digits), "--outdir", str(tmp_path), *TINY, "--kimg",
+                                     "1000", "--tick", "0.008", "--d-mbstd", "false", "--dist-timeout", "20"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob("*/stats.jsonl")) and time.time() < deadline:  # training has started
+            time.sleep(0.5)
+        workers = _children(job.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[-1], signal.SIGKILL)
+        killed = time.time()
+        _, err = job.communicate(timeout=90)
+        assert job.returncode != 0 and time.time() - killed < 60
+        assert "error" in err.lower()
+    finally:
+        if job.poll() is None:
+            job.kill()
