@@ -208,8 +208,8 @@ def plot_losses(stats_path: Path, out: Path) -> None:
     for key in ("loss_d", "loss_g"):
         axes[0].plot(kimg, [r[key] for r in rows], label=key)
     for key in ("logits_real", "logits_fake", "bcr", "r1", "g_z_std"):
-        if key in rows[0]:
-            axes[1].plot(kimg, [r[key] for r in rows], label=key)
+        if any(key in r for r in rows):  # lazy R1 may skip a tick shorter than its interval
+            axes[1].plot(kimg, [r.get(key, math.nan) for r in rows], label=key)
     if len(axes) == 3:
         axes[2].plot(kimg, [r["digit_fid"] for r in rows], label="digit_fid (1k samples)")
         axes[2].set_yscale("log")
