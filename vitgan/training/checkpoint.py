@@ -18,7 +18,6 @@ NaN or inf is never written. `find_resume` picks what `--resume` continues from,
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import pickle
@@ -35,7 +34,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from vitgan.config import Config, ConfigError
-from vitgan.fileio import atomic_write, stale_temporaries
+from vitgan.fileio import atomic_write, sha256_file, stale_temporaries
 
 FORMAT = "vitgan-snapshot-v1"
 STATE_FORMAT = "vitgan-training-state-v1"
@@ -48,14 +47,6 @@ class CheckpointError(ValueError):
 
 
 # --- checksums ---
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def checksum_path(path: Path) -> Path:
     return path.with_name(path.name + CHECKSUM_SUFFIX)
 

@@ -72,20 +72,21 @@ class RunOptions:
     def check(self) -> None:
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ConfigError(f"precision: {self.precision!r} is not one of fp32, bf16, auto")
-        if self.tick_kimg <= 0:
-            raise ConfigError(f"tick_kimg: must be positive, got {self.tick_kimg}")
+        if not math.isfinite(self.tick_kimg) or self.tick_kimg <= 0:
+            raise ConfigError(f"tick_kimg: must be a positive number, got {self.tick_kimg}")
         if self.snap < 1:
             raise ConfigError(f"snap: must be a positive number of ticks, got {self.snap}")
         if self.keep < 1:
             raise ConfigError(f"keep: must keep at least one training state, got {self.keep}")
         if self.nan_policy not in ("stop", "rollback"):
             raise ConfigError(f"nan_policy: {self.nan_policy!r} is not one of stop, rollback")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ConfigError(f"minutes: must be positive, got {self.minutes}")
-        if self.seed < 0:
-            raise ConfigError(f"seed: must be zero or positive, got {self.seed}")
+        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise ConfigError(f"minutes: must be a positive number, got {self.minutes}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range
+            raise ConfigError(f"seed: must be in [0, 2**32), got {self.seed}")
         if self.metric_every < 1:
             raise ConfigError(f"metric_every: must be a positive number of ticks, got {self.metric_every}")
+        resolve_device(self.device)
         if self.metrics is not None:
             from vitgan.metrics.evaluate import parse_metrics
 
