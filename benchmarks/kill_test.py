@@ -6,6 +6,10 @@
   next start resumed from);
 - no kill ever left a damaged checkpoint in place (every state beside its sidecar verifies).
 
+The kills are aimed in turn at three kinds of moment, each at a random time: while the process starts (imports, data loading,
+choosing the state), at a random time after its first training step, or in the middle of a checkpoint write (as soon
+as its first temporary file appears, plus 0-30 ms).
+
 The run is the tiny configuration of tests/test_training.py on 12 random 32x32 images, a checkpoint every tick
 (`--snap 1`). Each child process logs its image counter after every step to a progress file (line-buffered, so it
 survives SIGKILL); that is how the images seen at a kill are known. Prints one JSON line of figures; exit status 1 if
@@ -86,6 +90,34 @@ def differences(a: Any, b: Any, where: str = "") -> list[str]:
     return [] if a == b else [where]
 
 
+def _wait_until(child: subprocess.Popen, ready: Any, timeout: float) -> bool:
+    """Poll (about every millisecond) until ready() or the timeout; False if the child exits first."""
+    end = time.time() + timeout
+    while child.poll() is None:
+        if ready() or time.time() > end:
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def kill_at(child: subprocess.Popen, moment: str, progress: Path, outdir: Path, rng: random.Random,
+            max_delay: float) -> bool:
+    """Wait for a random moment of the kind asked for; False if the child finished before it.
+
+    starting: a random delay from launch (imports, data loading, choosing the state to resume);
+    training: a random delay after the first step; writing: 0-30 ms after the child's first temporary checkpoint file
+    appears (the temporary name holds the writer's process id), i.e. in the middle of the checkpoint writes."""
+    if moment == "starting":
+        return _wait_until(child, lambda: False, rng.uniform(0.05, 2.0))
+    if not _wait_until(child, lambda: progress.exists() and progress.stat().st_size > 0, 120):
+        return False
+    if moment == "training":
+        return _wait_until(child, lambda: False, rng.uniform(0.0, max_delay))
+    if not _wait_until(child, lambda: any(outdir.glob(f"*/.*.tmp{child.pid}.*")), 60):
+        return False
+    return _wait_until(child, lambda: False, rng.uniform(0.0, 0.03))  # somewhere in the snapshot/state writes
+
+
 def run_kill_test(work: Path, *, kills: int, seed: int, kimg: float, tick: float, snap: int,
                   max_delay: float) -> dict[str, Any]:
     from vitgan.training.checkpoint import checksum_path, load_training_state, verify
@@ -114,13 +146,10 @@ def run_kill_test(work: Path, *, kills: int, seed: int, kimg: float, tick: float
         progress = work / f"attempt{attempts}.progress"
         child = start(outdir, progress, "--resume", "auto")
         if len(records) < kills:
-            try:
-                child.wait(timeout=rng.uniform(0.2, max_delay))
-            except subprocess.TimeoutExpired:
+            moment = ("training", "writing", "starting")[len(records) % 3]  # each kind in turn, at random times
+            if kill_at(child, moment, progress, outdir, rng, max_delay):
                 child.send_signal(signal.SIGKILL)
-                child.wait()
-        else:
-            child.wait()
+        child.wait()
         stderr = child.stderr.read()
         chose = re.search(r"resuming from \S*training-state-(\d{9})\.pt|(starting a new run)", stderr)
         if chose:  # this start got as far as choosing what to resume from
@@ -136,7 +165,8 @@ def run_kill_test(work: Path, *, kills: int, seed: int, kimg: float, tick: float
             orphans = [s.name for s in folder.glob("*.sha256") if not s.with_suffix("").exists()] if folder else []
             damaged = [s.name for s in folder.glob("training-state-*.pt") if checksum_path(s).exists()
                        and verify(s) is False] if folder else []
-            record = {"in_write": bool(partial or orphans), "damaged": damaged, "before_first_step": not lines}
+            record = {"in_write": bool(partial or orphans), "damaged": damaged, "before_first_step": not lines,
+                      "aimed_at": moment}
             if lines:  # killed while training: the images it had seen
                 record["killed_at"] = int(lines[-1])
                 pending.append(record)
@@ -156,6 +186,7 @@ def run_kill_test(work: Path, *, kills: int, seed: int, kimg: float, tick: float
         "kills": len(records), "attempts": attempts,
         "kills_during_a_checkpoint_write": sum(r["in_write"] for r in records),
         "kills_before_the_first_step": sum(r["before_first_step"] for r in records),
+        "kills_aimed": {m: sum(r["aimed_at"] == m for r in records) for m in ("starting", "training", "writing")},
         "checkpoint_interval_nimg": interval, "final_nimg": b["cur_nimg"], "reference_nimg": a["cur_nimg"],
         "lost_nimg_per_kill": lost, "max_lost_nimg": max(lost, default=0), "damaged_in_place": sum(
             len(r["damaged"]) for r in records), "final_state_differences": diff, "identical": not diff,
@@ -172,7 +203,8 @@ def main() -> int:
     parser.add_argument("--kimg", type=float, default=1.2, help="training length")
     parser.add_argument("--tick", type=float, default=0.012, help="kimg per tick (a multiple of the batch of 4)")
     parser.add_argument("--snap", type=int, default=1, help="ticks per checkpoint")
-    parser.add_argument("--max-delay", type=float, default=5.0, help="longest wait before a kill, in seconds")
+    parser.add_argument("--max-delay", type=float, default=3.0, help="longest wait after the first step before a "
+                        "kill aimed at training, in seconds")
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder, removed)")
     args = parser.parse_args()
     if args.workdir:

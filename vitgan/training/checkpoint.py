@@ -23,6 +23,7 @@ import os
 import pickle
 import random
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,9 @@ def _load_training_state(path: Path) -> tuple[dict[str, Any], bool]:
         raise CheckpointError(f"{path}: no such training-state file")
     verified = _check_sum(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols of damaged files: the error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL (\S+)", str(error))
         called = f"calls {found.group(1)}" if found else "holds objects"
