@@ -6,9 +6,9 @@
   next start resumed from);
 - no kill ever left a damaged checkpoint in place (every state beside its sidecar verifies).
 
-The kills are aimed in turn at three kinds of moment, each at a random time: while the process starts (imports, data loading,
-choosing the state), at a random time after its first training step, or in the middle of a checkpoint write (as soon
-as its first temporary file appears, plus 0-30 ms).
+The kills are aimed in turn at three kinds of moment, each at a random time: while the process starts (imports,
+data loading, choosing the state), after its first training step, or in the middle of a checkpoint write (as soon as
+its first temporary file appears, plus 0-30 ms).
 
 The run is the tiny configuration of tests/test_training.py on 12 random 32x32 images, a checkpoint every tick
 (`--snap 1`). Each child process logs its image counter after every step to a progress file (line-buffered, so it
