@@ -16,7 +16,7 @@ survives SIGKILL); that is how the images seen at a kill are known. Prints one J
 a check fails.
 
     python benchmarks/kill_test.py                        # 20 kills (the figures in docs/reliability.md)
-    python benchmarks/kill_test.py --kills 5 --kimg 0.32  # the short form run by tests/test_reliability.py
+    python benchmarks/kill_test.py --kills 5 --kimg 0.12  # the short form run by tests/test_reliability.py
 """
 
 from __future__ import annotations
