@@ -71,7 +71,9 @@ def test_resume_refuses_an_architecture_change(tmp_path, digits, capsys):
     code = main(["train", "--data", str(digits), "--outdir", str(tmp_path / "runs"), "--resume", str(run),
                  "--g-depth", "2"])
     assert code == 2
-    assert capsys.readouterr().err.startswith("vitgan: error: g_depth: cannot change when resuming")
+    said, error = capsys.readouterr().err.strip().splitlines()  # which state was chosen, then the one-line error
+    assert said.startswith("vitgan: resuming from ") and said.endswith("(sha256 verified)")
+    assert error.startswith("vitgan: error: g_depth: cannot change when resuming")
 
 
 def test_generate_same_image_for_a_seed_whatever_the_batch(tmp_path, digits):

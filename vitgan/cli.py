@@ -55,18 +55,22 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from vitgan.training import checkpoint
-    from vitgan.training.loop import RunOptions, find_training_state, resume_config, train
+    from vitgan.training.loop import RunOptions, resume_config, train
 
     overrides = overrides_from_args(args)
-    state = None
+    state, resume = None, None
     if args.resume:
-        state = checkpoint.load_training_state(find_training_state(args.resume))
+        found = checkpoint.find_resume(args.resume, args.outdir, lambda line: print(f"vitgan: {line}",
+                                                                                     file=sys.stderr))
+        if found is not None:
+            resume, state = str(found[0]), found[1]
     preset = args.preset or (state or {}).get("preset") or "mnist"
-    opts = RunOptions(preset=preset, data=args.data, outdir=args.outdir, seed=args.seed, resume=args.resume,
+    opts = RunOptions(preset=preset, data=args.data, outdir=args.outdir, seed=args.seed, resume=resume,
                       precision=args.precision, device=args.device, minutes=args.minutes, tick_kimg=args.tick,
-                      snap=args.snap, mirror=args.mirror, skip_bad=args.skip_bad, metrics=args.metrics,
-                      metric_every=args.metric_every, inception=args.inception, compile=args.compile,
-                      batch_gpu=args.batch_gpu, dist_timeout=args.dist_timeout)
+                      snap=args.snap, keep=args.keep, nan_policy=args.nan_policy, mirror=args.mirror,
+                      skip_bad=args.skip_bad, metrics=args.metrics, metric_every=args.metric_every,
+                      inception=args.inception, compile=args.compile, batch_gpu=args.batch_gpu,
+                      dist_timeout=args.dist_timeout)
     opts.check()
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
     if args.dry_run:
@@ -190,9 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable data files (they are listed)")
     p.add_argument("--outdir", default="runs", help="runs are written to OUTDIR/NNNNN-<preset>-<data>/")
     p.add_argument("--seed", type=int, default=0, help="random seed of the run")
-    p.add_argument("--resume", help="a training-state-*.pt file, or a run folder (its newest training state)")
+    p.add_argument("--resume", help="a training-state-*.pt file; a run folder (its newest training state that "
+                   "verifies); or 'auto': the newest verified one of all runs in --outdir (none: a fresh start)")
     p.add_argument("--tick", type=float, default=4.0, help="kimg between status lines and sample grids")
     p.add_argument("--snap", type=int, default=10, help="ticks between network snapshots and training states")
+    p.add_argument("--keep", type=int, default=2, help="training states kept in the run folder (the newest)")
+    p.add_argument("--nan-policy", default="stop", choices=["stop", "rollback"],
+                   help="NaN/inf in a loss, gradient or weight: stop with an error, or go back to the last good "
+                   "training state with half the learning rates (at most 3 times)")
     p.add_argument("--minutes", type=float, help="stop after this many minutes (a final snapshot is written)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="autocast dtype; auto = bf16 where the hardware has bf16 matrix units")
@@ -256,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except (ConfigError, DataError, CheckpointError, InceptionError, FloatingPointError) as error:
         print(f"vitgan: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a read-only folder, a missing permission: the file and the reason
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"vitgan: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except RuntimeError as error:  # under torchrun: a lost rank or a failed collective, said in one line
         if not distributed.launched():

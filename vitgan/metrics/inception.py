@@ -15,13 +15,14 @@ the softmax weights only).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vitgan.fileio import sha256_file  # noqa: F401 - also used as inception.sha256_file
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
@@ -224,14 +225,6 @@ class InceptionV3(nn.Module):
             x = block(x)
         pool = x.mean(dim=(2, 3))  # (B, 2048): the graph's 8x8 average pool, pool_3
         return pool, pool @ self.fc.weight.T  # logits without the bias, as the IS code computes them
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hub_path() -> Path:

@@ -38,6 +38,8 @@ from vitgan.training.distributed import World, average_gradients, mean_over_rank
 from vitgan.training.loss import consistency_penalty, d_logistic_loss, g_nonsaturating_loss, r1_penalty
 
 GRID_SEEDS = range(64)
+MAX_ROLLBACKS = 3  # --nan-policy rollback gives up after this many rollbacks in one run
+ROLLBACK_LR_FACTOR = 0.5  # each rollback multiplies both learning rates by this
 _SHOWN = ("loss_d", "loss_g", "bcr", "r1", "logits_real", "logits_fake", "g_z_std", "digit_fid", "classes")
 DIGIT_FID_SEEDS = range(1_000_000, 1_001_000)  # 1,000 fixed latents for the per-tick digit FID
 
@@ -54,12 +56,14 @@ class RunOptions:
     data: str = "mnist"
     outdir: str = "runs"
     seed: int = 0
-    resume: str | None = None  # a training-state file, or a run folder (its newest training state)
+    resume: str | None = None  # the training-state file resumed from (the CLI resolves a folder or `auto` to it)
     precision: str = "auto"  # fp32 | bf16 | auto (bf16 where the hardware has bf16 matrix units)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     minutes: float | None = None  # stop after this wall-clock budget (a final snapshot is still written)
     tick_kimg: float = 4.0  # report, log and draw a sample grid every this many kimg
     snap: int = 10  # write a network snapshot and a training state every this many ticks
+    keep: int = 2  # training states kept per run folder (the newest); network snapshots are all kept
+    nan_policy: str = "stop"  # NaN/inf in a loss, gradient or weight: stop, or rollback to the last good state
     mirror: bool = False  # flip each real image left-right with probability 1/2
     skip_bad: bool = False  # skip (and list) unreadable data files instead of stopping
     compile: bool = False  # run G and D through torch.compile
@@ -72,20 +76,25 @@ class RunOptions:
     def check(self) -> None:
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ConfigError(f"precision: {self.precision!r} is not one of fp32, bf16, auto")
-        if self.tick_kimg <= 0:
-            raise ConfigError(f"tick_kimg: must be positive, got {self.tick_kimg}")
+        if not math.isfinite(self.tick_kimg) or self.tick_kimg <= 0:
+            raise ConfigError(f"tick_kimg: must be a positive number, got {self.tick_kimg}")
         if self.snap < 1:
             raise ConfigError(f"snap: must be a positive number of ticks, got {self.snap}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ConfigError(f"minutes: must be positive, got {self.minutes}")
-        if self.seed < 0:
-            raise ConfigError(f"seed: must be zero or positive, got {self.seed}")
+        if self.keep < 1:
+            raise ConfigError(f"keep: must keep at least one training state, got {self.keep}")
+        if self.nan_policy not in ("stop", "rollback"):
+            raise ConfigError(f"nan_policy: {self.nan_policy!r} is not one of stop, rollback")
+        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise ConfigError(f"minutes: must be a positive number, got {self.minutes}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range
+            raise ConfigError(f"seed: must be in [0, 2**32), got {self.seed}")
         if self.batch_gpu is not None and self.batch_gpu < 1:
             raise ConfigError(f"batch_gpu: must be positive, got {self.batch_gpu}")
-        if self.dist_timeout <= 0:
-            raise ConfigError(f"dist_timeout: must be positive, got {self.dist_timeout}")
+        if not (math.isfinite(self.dist_timeout) and self.dist_timeout > 0):
+            raise ConfigError(f"dist_timeout: must be a positive number, got {self.dist_timeout}")
         if self.metric_every < 1:
             raise ConfigError(f"metric_every: must be a positive number of ticks, got {self.metric_every}")
+        resolve_device(self.device)
         if self.metrics is not None:
             from vitgan.metrics.evaluate import parse_metrics
 
@@ -129,17 +138,32 @@ def new_run_dir(outdir: Path, preset: str, data_name: str) -> Path:
     return run_dir
 
 
-def find_training_state(path: str) -> Path:
-    """A training-state file, or the newest training-state-*.pt inside a run folder."""
-    p = Path(path)
-    if p.is_dir():
-        states = sorted(p.glob("training-state-*.pt"))
-        if not states:
-            raise ConfigError(f"resume: no training-state-*.pt in {p}")
-        return states[-1]
-    if not p.is_file():
-        raise ConfigError(f"resume: {p} does not exist")
-    return p
+class NonFiniteError(FloatingPointError):
+    """NaN or inf in a loss term, a gradient or a weight; names the term, the step and the kimg."""
+
+    def __init__(self, term: str, value: float, step: int, nimg: int) -> None:
+        super().__init__(f"{term} became {value} in step {step} (kimg {nimg / 1000:.3f})")
+        self.term, self.step, self.nimg = term, step, nimg
+
+
+def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all the tensors together (NaN or inf if any element is): one fused reduction, no sync."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))) if tensors else torch.zeros(())
+
+
+def check_finite(terms: dict[str, torch.Tensor], step: int, nimg: int) -> None:
+    """One sync for all the step's scalars; raise NonFiniteError naming the first non-finite one, in step order."""
+    values = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+    if not bool(torch.isfinite(values).all()):
+        for name, value in zip(terms, values.tolist(), strict=True):
+            if not math.isfinite(value):
+                raise NonFiniteError(name, value, step, nimg)
+
+
+def crossed(before: int, after: int, interval: int) -> bool:
+    """Whether the image counter passed a multiple of `interval` going from `before` to `after`: ticks and snapshots
+    fall at fixed kimg, so a resumed run reports and checkpoints where an uninterrupted one does."""
+    return after // interval > before // interval
 
 
 def ema_beta(cfg: Config, cur_nimg: int) -> float:
@@ -197,8 +221,8 @@ def plot_losses(stats_path: Path, out: Path) -> None:
     for key in ("loss_d", "loss_g"):
         axes[0].plot(kimg, [r[key] for r in rows], label=key)
     for key in ("logits_real", "logits_fake", "bcr", "r1", "g_z_std"):
-        if key in rows[0]:
-            axes[1].plot(kimg, [r[key] for r in rows], label=key)
+        if any(key in r for r in rows):  # lazy R1 may skip a tick shorter than its interval
+            axes[1].plot(kimg, [r.get(key, math.nan) for r in rows], label=key)
     if len(axes) == 3:
         axes[2].plot(kimg, [r["digit_fid"] for r in rows], label="digit_fid (1k samples)")
         axes[2].set_yscale("log")
@@ -342,9 +366,11 @@ class Trainer:
             loss_g = g_nonsaturating_loss(self.D_run(self._augment(self.G_run(self._z()))).float())
         return loss_g, {"loss_g": loss_g.item()}
 
-    def _optimise(self, net: nn.Module, other: nn.Module, opt: torch.optim.Optimizer,
-                  round_loss: Callable[[], tuple[torch.Tensor, dict[str, float]]]) -> dict[str, float]:
-        """One optimiser step of `net` (`other` frozen): the mean loss over the rounds and the ranks."""
+    def _optimise(self, net: nn.Module, other: nn.Module, opt: torch.optim.Optimizer, name: str,
+                  round_loss: Callable[[], tuple[torch.Tensor, dict[str, float]]]
+                  ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """One optimiser step of `net` (`other` frozen). Returns the loss terms averaged over the rounds and the
+        ranks, and, for the finiteness check, the norms of the averaged gradient and of the updated weights."""
         other.requires_grad_(False)
         net.requires_grad_(True)
         opt.zero_grad(set_to_none=True)
@@ -355,29 +381,32 @@ class Trainer:
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value / self.rounds
         average_gradients(net, self.world)
+        norms = {f"grad_{name}": total_norm([p.grad for p in net.parameters() if p.grad is not None])}
         opt.step()
-        return sums
+        norms[f"weights_{name}"] = total_norm(list(net.parameters()))
+        return mean_over_ranks(sums, self.world), norms
 
     # --- one iteration ---
     def step(self) -> dict[str, float]:
-        cfg = self.cfg
+        """One D step and one G step. Raises NonFiniteError if a loss term, the total gradient norm or the weights of
+        D or G hold NaN or inf (checked in that order, with one sync for the whole step)."""
+        cfg, start_nimg = self.cfg, self.cur_nimg
         with_r1 = cfg.r1_gamma > 0 and self.d_steps % cfg.r1_interval == 0
-        stats = self._optimise(self.D, self.G, self.opt_d, lambda: self._d_round(with_r1))
+        stats_d, norms_d = self._optimise(self.D, self.G, self.opt_d, "d", lambda: self._d_round(with_r1))
         self.d_steps += 1
-        stats.update(self._optimise(self.G, self.D, self.opt_g, self._g_round))
+        stats_g, norms_g = self._optimise(self.G, self.D, self.opt_g, "g", self._g_round)
+        d_terms = {k: torch.tensor(stats_d[k]) for k in ("r1", "loss_d", "bcr") if k in stats_d}
+        check_finite({**d_terms, **norms_d, "loss_g": torch.tensor(stats_g["loss_g"]), **norms_g}, self.d_steps,
+                     start_nimg)
         distributed.average_buffers(self.G, self.world)  # w_avg, tracked by each rank from its own latents
         self.cur_nimg += cfg.batch
         update_ema(self.G_ema, self.G, ema_beta(cfg, self.cur_nimg))
-        stats = mean_over_ranks(stats, self.world)
-        for name, value in stats.items():
-            if not math.isfinite(value):
-                raise FloatingPointError(f"{name} became {value} at kimg {self.cur_nimg / 1000:.3f}")
-        return stats
+        return {**stats_d, **stats_g}
 
     # --- checkpoints ---
     def state(self) -> dict[str, Any]:
         return {
-            "format": "vitgan-training-state-v1",
+            "format": checkpoint.STATE_FORMAT,
             "preset": self.preset,
             "config": self.cfg.to_dict(),
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
@@ -406,14 +435,23 @@ class Trainer:
         checkpoint.set_rng_state(state["rng"])
         self.rng.set_state(state["sample_rng"])
 
+    def state_path(self, run_dir: Path) -> Path:
+        return run_dir / f"training-state-{self.cur_nimg:09d}.pt"
+
     def save(self, run_dir: Path, *, keep_states: int = 2) -> Path:
+        """A network snapshot and a training state (the newest `keep_states` kept); returns the training state."""
         snapshot = run_dir / f"network-snapshot-{self.cur_nimg:09d}.safetensors"
         checkpoint.save_snapshot(snapshot, self.cfg, {"G_ema": self.G_ema, "G": self.G, "D": self.D},
                                  {"cur_nimg": self.cur_nimg, "tick": self.tick})
-        checkpoint.save_training_state(run_dir / f"training-state-{self.cur_nimg:09d}.pt", self.state())
-        for old in sorted(run_dir.glob("training-state-*.pt"))[:-keep_states]:
-            old.unlink()
-        return snapshot
+        state = self.state_path(run_dir)
+        checkpoint.save_training_state(state, self.state())
+        checkpoint.prune_training_states(run_dir, keep_states)
+        return state
+
+    def rollback(self, state: dict[str, Any], lr_factor: float) -> None:
+        """Return to a good training state with both learning rates multiplied by lr_factor."""
+        self.cfg = self.cfg.replace(g_lr=self.cfg.g_lr * lr_factor, d_lr=self.cfg.d_lr * lr_factor)
+        self.load_state(state)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -456,9 +494,15 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
                       seed=opts.seed, world=world, batch_gpu=opts.batch_gpu)
     if resume_state is not None:
         trainer.load_state(resume_state)
+    # --nan-policy rollback returns to the newest state written by this run, else to the one it started from
+    last_good: Path | dict[str, Any] | None = None
+    if opts.nan_policy == "rollback":
+        last_good = Path(opts.resume) if resume_state is not None and opts.resume else copy.deepcopy(trainer.state())
+    rollbacks = 0
 
     main = world.is_main  # only rank 0 writes files and prints
-    run_dir = new_run_dir(Path(opts.outdir), opts.preset, data.name) if main else Path(opts.outdir)
+    run_dir = new_run_dir(Path(opts.outdir), opts.preset, data.name) if main else None
+    run_dir = distributed.gather(run_dir, world)[0]  # rank 0's folder, known to all (for --nan-policy rollback)
     log: Callable[[str], None] = Tee(run_dir / "log.txt") if main else (lambda line: None)
     options = {"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "device": str(device),
                "precision": "bf16" if amp == torch.bfloat16 else "fp32", "num_images": len(data),
@@ -493,19 +537,22 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     if resume_state is not None:
         log(f"resumed from {opts.resume} at kimg {trainer.cur_nimg / 1000:.1f}, tick {trainer.tick}")
     total_nimg = int(cfg.kimg * 1000)
+    tick_nimg = max(round(opts.tick_kimg * 1000), 1)
     start_time, start_nimg = time.time(), trainer.cur_nimg
     tick_start_time, tick_start_nimg = start_time, trainer.cur_nimg
     sums: dict[str, float] = {}
 
     def end_tick(final: bool) -> None:
         """Status line, stats.jsonl row, sample grid, loss plot, TensorBoard; a checkpoint every `snap` ticks."""
-        nonlocal tick_start_time, tick_start_nimg
+        nonlocal tick_start_time, tick_start_nimg, last_good
         now = time.time()
         measured = {}
         if evaluator is not None and trainer.cur_nimg > tick_start_nimg and (final or
                                                                               trainer.tick % opts.metric_every == 0):
             measured = evaluator(trainer.G_ema)  # every rank takes part
-        if not main:
+        save_now = final or crossed(tick_start_nimg, trainer.cur_nimg, tick_nimg * opts.snap)
+        if not main:  # rank 0 writes the state; the others remember where it is, to roll back to it
+            last_good = trainer.state_path(run_dir) if save_now and opts.nan_policy == "rollback" else last_good
             sums.clear()
             tick_start_time, tick_start_nimg = time.time(), trainer.cur_nimg
             return
@@ -540,8 +587,23 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
                 f"sec/kimg {row['sec_per_kimg']:<6.2f} img/s {rate:<6.1f} ETA {_format_seconds(eta)}  {terms}")
         save_grid(images, run_dir / f"fakes-{trainer.cur_nimg:09d}.png")
         sums.clear()
-        if final or (trainer.tick > 0 and trainer.tick % opts.snap == 0):
-            log(f"saved {trainer.save(run_dir).name} and its training state")
+        if save_now:
+            last_good = trainer.save(run_dir, keep_states=opts.keep)
+            log(f"saved {last_good.name} and network-snapshot-{trainer.cur_nimg:09d}.safetensors")
+        tick_start_time, tick_start_nimg = time.time(), trainer.cur_nimg
+
+    def roll_back(error: NonFiniteError) -> None:
+        """--nan-policy rollback: back to the last good state with half the learning rates, or give up."""
+        nonlocal rollbacks, tick_start_time, tick_start_nimg
+        rollbacks += 1
+        if last_good is None or rollbacks > MAX_ROLLBACKS:
+            raise FloatingPointError(f"{error} (gave up after {MAX_ROLLBACKS} rollbacks)") from None
+        state = checkpoint.load_training_state(last_good) if isinstance(last_good, Path) else last_good
+        trainer.rollback(state, ROLLBACK_LR_FACTOR)
+        where = last_good.name if isinstance(last_good, Path) else "the start of this run"
+        log(f"non-finite: {error}; rolled back to {where} (kimg {trainer.cur_nimg / 1000:.3f}) with g_lr "
+            f"{trainer.cfg.g_lr:g}, d_lr {trainer.cfg.d_lr:g} (rollback {rollbacks} of {MAX_ROLLBACKS})")
+        sums.clear()
         tick_start_time, tick_start_nimg = time.time(), trainer.cur_nimg
 
     try:
@@ -555,10 +617,17 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
                     trainer.tick += 1
                 end_tick(final=True)
                 break
-            for key, value in trainer.step().items():
+            try:
+                step_stats = trainer.step()
+            except NonFiniteError as error:
+                if opts.nan_policy != "rollback":
+                    raise
+                roll_back(error)
+                continue
+            for key, value in step_stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             sums["steps"] = sums.get("steps", 0) + 1
-            if trainer.cur_nimg >= tick_start_nimg + opts.tick_kimg * 1000 and trainer.cur_nimg < total_nimg:
+            if crossed(tick_start_nimg, trainer.cur_nimg, tick_nimg) and trainer.cur_nimg < total_nimg:
                 trainer.tick += 1
                 end_tick(final=False)
     finally:
