@@ -100,26 +100,33 @@ def _wait_until(child: subprocess.Popen, ready: Any, timeout: float) -> bool:
     return False
 
 
+def _progress(progress: Path) -> list[int]:
+    return [int(n) for n in progress.read_text().split()] if progress.exists() else []
+
+
 def kill_at(child: subprocess.Popen, moment: str, progress: Path, outdir: Path, rng: random.Random,
-            max_delay: float) -> bool:
+            total_nimg: int) -> bool:
     """Wait for a random moment of the kind asked for; False if the child finished before it.
 
-    starting: a random delay from launch (imports, data loading, choosing the state to resume);
-    training: a random delay after the first step; writing: 0-30 ms after the child's first temporary checkpoint file
-    appears (the temporary name holds the writer's process id), i.e. in the middle of the checkpoint writes."""
+    starting: a random delay from launch (imports, data loading, choosing the state to resume), cut short by the
+    first step; training: after a random number of steps, between the first and half of those left (counted in
+    images, so the aim does not depend on the machine's speed); writing: 0-30 ms after the child's first temporary
+    checkpoint file appears (the temporary name holds the writer's process id), in the middle of the writes."""
+    started = lambda: bool(_progress(progress))  # noqa: E731
     if moment == "starting":
-        return _wait_until(child, lambda: False, rng.uniform(0.05, 2.0))
-    if not _wait_until(child, lambda: progress.exists() and progress.stat().st_size > 0, 120):
+        return _wait_until(child, started, rng.uniform(0.05, 2.0))
+    if not _wait_until(child, started, 120):
         return False
     if moment == "training":
-        return _wait_until(child, lambda: False, rng.uniform(0.0, max_delay))
+        first = _progress(progress)[0]
+        target = first + BATCH * rng.randint(0, max((total_nimg - first) // BATCH // 2, 0))
+        return _wait_until(child, lambda: (_progress(progress) or [0])[-1] >= target, 120)
     if not _wait_until(child, lambda: any(outdir.glob(f"*/.*.tmp{child.pid}.*")), 60):
         return False
     return _wait_until(child, lambda: False, rng.uniform(0.0, 0.03))  # somewhere in the snapshot/state writes
 
 
-def run_kill_test(work: Path, *, kills: int, seed: int, kimg: float, tick: float, snap: int,
-                  max_delay: float) -> dict[str, Any]:
+def run_kill_test(work: Path, *, kills: int, seed: int, kimg: float, tick: float, snap: int) -> dict[str, Any]:
     from vitgan.training.checkpoint import checksum_path, load_training_state, verify
 
     data = write_images(work / "images")
@@ -147,7 +154,7 @@ def run_kill_test(work: Path, *, kills: int, seed: int, kimg: float, tick: float
         child = start(outdir, progress, "--resume", "auto")
         if len(records) < kills:
             moment = ("training", "writing", "starting")[len(records) % 3]  # each kind in turn, at random times
-            if kill_at(child, moment, progress, outdir, rng, max_delay):
+            if kill_at(child, moment, progress, outdir, rng, round(kimg * 1000)):
                 child.send_signal(signal.SIGKILL)
         child.wait()
         stderr = child.stderr.read()
@@ -157,7 +164,7 @@ def run_kill_test(work: Path, *, kills: int, seed: int, kimg: float, tick: float
             for record in pending:
                 record.update(resumed_from=resumed_from, lost=record["killed_at"] - resumed_from)
             pending = []
-        lines = progress.read_text().split() if progress.exists() else []
+        lines = _progress(progress)
         if child.returncode == -signal.SIGKILL:
             runs = sorted(p for p in outdir.iterdir() if re.match(r"^\d{5}-", p.name)) if outdir.exists() else []
             folder = runs[-1] if runs else None
@@ -203,17 +210,15 @@ def main() -> int:
     parser.add_argument("--kimg", type=float, default=1.2, help="training length")
     parser.add_argument("--tick", type=float, default=0.012, help="kimg per tick (a multiple of the batch of 4)")
     parser.add_argument("--snap", type=int, default=1, help="ticks per checkpoint")
-    parser.add_argument("--max-delay", type=float, default=3.0, help="longest wait after the first step before a "
-                        "kill aimed at training, in seconds")
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder, removed)")
     args = parser.parse_args()
     if args.workdir:
         result = run_kill_test(Path(args.workdir), kills=args.kills, seed=args.seed, kimg=args.kimg, tick=args.tick,
-                               snap=args.snap, max_delay=args.max_delay)
+                               snap=args.snap)
     else:
         with tempfile.TemporaryDirectory() as work:
             result = run_kill_test(Path(work), kills=args.kills, seed=args.seed, kimg=args.kimg, tick=args.tick,
-                                   snap=args.snap, max_delay=args.max_delay)
+                                   snap=args.snap)
     print(json.dumps(result))
     return 0 if result["ok"] else 1
 

@@ -240,8 +240,8 @@ def test_garbage_snapshot_and_truncated_state_are_one_line_errors(tmp_path, digi
 def test_kill_test_short_form():
     """5 SIGKILLs at random moments, each resumed with --resume auto: the final state is exactly an uninterrupted
     run's and no kill lost more than one checkpoint interval (benchmarks/kill_test.py; 25-35 s)."""
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kill_test.py"), "--kills", "5", "--kimg", "0.12",
-                          "--max-delay", "3"], capture_output=True, text=True, timeout=300,
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kill_test.py"), "--kills", "5", "--kimg", "0.12"],
+                         capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["kills"] == 5 and result["identical"], result
