@@ -178,6 +178,19 @@ def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from vitgan.ablate import ablate
+
+    args.seed_list = list(range(args.seeds))
+    if args.seeds < 1:
+        raise ConfigError(f"seeds: must be at least 1, got {args.seeds}")
+    args.override = [item.split("=", 1) for item in args.set]
+    if any(len(item) != 2 for item in args.override):
+        raise ConfigError(f"set: expected FIELD=VALUE, got {args.set}")
+    args.argv = sys.argv[2:] if len(sys.argv) > 2 else []
+    ablate(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitgan", description="ViTGAN: GANs with Vision Transformers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -243,6 +256,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     p.add_argument("--out", help="also append the JSON line to this file")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("ablate", help="train the paper's ablations for the same budget and write docs/ablation.md",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="mnist", help="the bundled digits (the report's digit FID needs them)")
+    p.add_argument("--preset", default="mnist", help="the configuration every variant starts from")
+    p.add_argument("--budget", type=float, default=4.0, help="wall-clock minutes per run")
+    p.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 per variant")
+    p.add_argument("--variants", help="comma-separated subset (default: all; vitgan is always included): vitgan, "
+                   "vanilla, no-l2, no-isn, no-overlap, g-design-a, g-design-b, linear-head, cnn-d")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
+    p.add_argument("--tick", type=float, default=2.0, help="kimg between the per-run measurements")
+    p.add_argument("--samples", type=int, default=5000, help="samples for each final digit FID")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a Config override for every variant (repeatable), e.g. --set batch=32")
+    p.add_argument("--outdir", default="runs/ablation", help="the runs go to OUTDIR/runs/<variant>-seed<N>/ "
+                   "(finished runs there are reused)")
+    p.add_argument("--report", default="docs/ablation.md", help="the report; its figures go to <folder>/ablation/")
+    p.set_defaults(func=cmd_ablate, train_args=[])
 
     p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -77,3 +77,19 @@ _BY_NORM: dict[str, LinearFactory] = {"isn": ISNLinear, "sn": SNLinear, "none": 
 def linear_for(norm: str) -> LinearFactory:
     """The linear-layer class for a discriminator normalisation name: `isn`, `sn` or `none`."""
     return _BY_NORM[norm]
+
+
+@torch.no_grad()
+def largest_singular_values(module: nn.Module) -> dict[str, float]:
+    """The spectral norm of the weight each linear and convolution layer of `module` applies (after SN/ISN; a
+    convolution's kernel as an (out, in*k*k) matrix), computed exactly. The module is read in eval mode, so the
+    power-iteration vectors are left as they are."""
+    was_training = module.training
+    module.eval()
+    try:
+        return {
+            name: float(torch.linalg.matrix_norm(layer.weight.detach().float().flatten(1), ord=2))
+            for name, layer in module.named_modules() if isinstance(layer, (nn.Linear, nn.Conv2d))
+        }
+    finally:
+        module.train(was_training)

@@ -31,6 +31,7 @@ from vitgan.data import ImageData, load
 from vitgan.fileio import atomic_write
 from vitgan.images import save_grid
 from vitgan.networks import Generator, build_discriminator, count_parameters
+from vitgan.nn.spectral import largest_singular_values
 from vitgan.sampling import generate, latents
 from vitgan.training import checkpoint, distributed
 from vitgan.training.augment import Draws, diff_augment, translation
@@ -401,7 +402,7 @@ class Trainer:
         distributed.average_buffers(self.G, self.world)  # w_avg, tracked by each rank from its own latents
         self.cur_nimg += cfg.batch
         update_ema(self.G_ema, self.G, ema_beta(cfg, self.cur_nimg))
-        return {**stats_d, **stats_g}
+        return {**stats_d, **stats_g, "grad_d": float(norms_d["grad_d"]), "grad_g": float(norms_g["grad_g"])}
 
     # --- checkpoints ---
     def state(self) -> dict[str, Any]:
@@ -565,6 +566,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
             row["img_per_sec"] = rate
             row.update({key: value / steps for key, value in sums.items()})
             row["g_z_std"] = float(images.std(dim=0).mean())  # G_ema's per-pixel spread across z
+            row["d_sigma_max"] = max(largest_singular_values(trainer.D).values())  # D's instability signal
             if digit_fid is not None:
                 row.update(digit_fid(generate(trainer.G_ema, digit_z, batch=250)))
             row.update(measured)
