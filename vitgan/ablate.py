@@ -54,7 +54,7 @@ def select(names: str | None) -> list[Variant]:
     chosen = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in by_name]
     if unknown or not chosen:
-        raise ConfigError(f"variants: {', '.join(unknown) or names!r} not among {', '.join(by_name)}")
+        raise ConfigError(f"variants: {', '.join(unknown or [names])} not among {', '.join(by_name)}")
     if "vitgan" not in chosen:
         chosen.insert(0, "vitgan")  # the reference every other variant is compared with
     return [by_name[n] for n in chosen]

@@ -104,6 +104,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     metrics = parse_metrics(args.metrics)
     if args.batch < 1:
         raise ConfigError(f"batch: must be positive, got {args.batch}")
+    if args.max_real is not None and args.max_real < 2:
+        raise ConfigError(f"max_real: must be at least 2 images, got {args.max_real}")
     ckpt = Path(args.ckpt)
     cfg, _, meta = read_snapshot(ckpt)
     data_spec = args.data
@@ -261,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="mnist", help="the bundled digits (the report's digit FID needs them)")
     p.add_argument("--preset", default="mnist", help="the configuration every variant starts from")
-    p.add_argument("--budget", type=float, default=4.0, help="wall-clock minutes per run")
+    p.add_argument("--budget", type=float, default=6.0, help="wall-clock minutes per run")
     p.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 per variant")
     p.add_argument("--variants", help="comma-separated subset (default: all; vitgan is always included): vitgan, "
                    "vanilla, no-l2, no-isn, no-overlap, g-design-a, g-design-b, linear-head, cnn-d")

@@ -38,7 +38,7 @@ from vitgan.config import Config, ConfigError
 from vitgan.fileio import atomic_write, sha256_file, stale_temporaries
 
 FORMAT = "vitgan-snapshot-v1"
-STATE_FORMAT = "vitgan-training-state-v1"
+STATE_FORMAT = "vitgan-training-state-v2"  # v2: the per-sample generator's state ("sample_rng"), for any rank count
 STATE_GLOB = "training-state-*.pt"
 CHECKSUM_SUFFIX = ".sha256"
 
@@ -196,7 +196,11 @@ def _load_training_state(path: Path) -> tuple[dict[str, Any], bool]:
     except Exception as error:  # torch raises many types for a truncated or foreign file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a loadable vitgan training state ({first_line})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != STATE_FORMAT:
+        if isinstance(found, str) and found.startswith("vitgan-training-state-"):
+            raise CheckpointError(f"{path}: a training state of format {found!r}, which this vitgan cannot resume "
+                                  f"(it writes and reads {STATE_FORMAT!r})")
         raise CheckpointError(f"{path}: not a vitgan training state (no format {STATE_FORMAT!r})")
     return state, verified
 
