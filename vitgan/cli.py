@@ -189,7 +189,6 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     args.override = [item.split("=", 1) for item in args.set]
     if any(len(item) != 2 for item in args.override):
         raise ConfigError(f"set: expected FIELD=VALUE, got {args.set}")
-    args.argv = sys.argv[2:] if len(sys.argv) > 2 else []
     ablate(args)
 
 
@@ -310,6 +309,7 @@ def _rerun_with_fast_malloc() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # the command's own arguments, for reports
     if argv is None and args.command in ("train", "bench", "eval"):  # a command line, not a call from Python
         _rerun_with_fast_malloc()
     try:
