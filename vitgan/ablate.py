@@ -66,7 +66,7 @@ def _command(variant: Variant, seed: int, args: Any, outdir: Path) -> list[str]:
                "--snap", "1000000"]
     for key, value in {**variant.overrides, **dict(args.override)}.items():
         command += [f"--{key.replace('_', '-')}", value]
-    return command + list(args.train_args)
+    return command
 
 
 def _run_folder(outdir: Path) -> Path:
@@ -114,18 +114,13 @@ def _rows(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def final_digit_fid(run: Path, samples: int) -> dict[str, float]:
+def final_digit_fid(run: Path, samples: int, digit_fid: Any) -> dict[str, float]:
     """Digit FID and class coverage of the run's last EMA generator on `samples` fixed seeds."""
-    from vitgan.data import load_mnist5k
-    from vitgan.metrics.digits import DigitFID
     from vitgan.sampling import generate, latents
     from vitgan.training.checkpoint import load
 
-    snapshot = sorted(run.glob("network-snapshot-*.safetensors"))[-1]
-    generator = load(snapshot)
-    data = load_mnist5k()
-    images = generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), batch=250)
-    return DigitFID(data.batch(torch.arange(len(data))))(images)
+    generator = load(sorted(run.glob("network-snapshot-*.safetensors"))[-1])
+    return digit_fid(generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), batch=250))
 
 
 def _plot(results: list[dict[str, Any]], key: str, ylabel: str, out: Path, *, log: bool = True) -> None:
@@ -192,9 +187,13 @@ def write_report(results: list[dict[str, Any]], args: Any, report: Path) -> str:
     _plot(results, "grad_d", "D: gradient norm (mean per tick)", figures / "d_grad.png")
     _sample_sheet(results, figures / "samples.png")
 
+    from vitgan.data import load_mnist5k
+    from vitgan.metrics.digits import DigitFID
+
+    digit_fid = DigitFID.of(load_mnist5k())  # the reference statistics, once for every run
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for r in results:
-        r.update(final_digit_fid(r["run"], args.samples))
+        r.update(final_digit_fid(r["run"], args.samples, digit_fid))
         last = _rows(r["run"])[-1]
         r.update(kimg=last["kimg"], sigma=last.get("d_sigma_max", float("nan")), grad=last.get("grad_d", float("nan")))
         by_variant.setdefault(r["variant"].name, []).append(r)
@@ -279,8 +278,10 @@ def _machine() -> str:
 def ablate(args: Any) -> Path:
     if args.budget <= 0:
         raise ConfigError(f"budget: must be a positive number of minutes, got {args.budget}")
-    if args.jobs < 1 or args.threads < 1:
-        raise ConfigError("jobs: and threads: must be positive")
+    if args.jobs < 1:
+        raise ConfigError(f"jobs: must be positive, got {args.jobs}")
+    if args.threads < 1:
+        raise ConfigError(f"threads: must be positive, got {args.threads}")
     if args.data != "mnist":
         raise ConfigError("data: the ablation's digit FID needs the bundled digits ('mnist')")
     variants = select(args.variants)

@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", default="runs/ablation", help="the runs go to OUTDIR/runs/<variant>-seed<N>/ "
                    "(finished runs there are reused)")
     p.add_argument("--report", default="docs/ablation.md", help="the report; its figures go to <folder>/ablation/")
-    p.set_defaults(func=cmd_ablate, train_args=[])
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

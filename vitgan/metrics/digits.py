@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from vitgan.data import ImageData
 from vitgan.metrics.frechet import feature_statistics, frechet_distance
 
 WEIGHTS = Path(__file__).with_name("digit_classifier.safetensors")
@@ -74,6 +75,11 @@ class DigitFID:
     def __init__(self, reference: torch.Tensor, net: DigitClassifier | None = None) -> None:
         self.net = net or load_classifier()
         self.mu, self.sigma = feature_statistics(classify(self.net, reference)[0])
+
+    @classmethod
+    def of(cls, data: ImageData) -> DigitFID:
+        """Against every image of a dataset (the bundled digits, or any 1x32x32 set)."""
+        return cls(data.batch(torch.arange(len(data))))
 
     def __call__(self, images: torch.Tensor) -> dict[str, float]:
         feats, probs = classify(self.net, images)

@@ -176,7 +176,7 @@ class Evaluator:
                 raise ConfigError(f"metrics: dfid needs 1x32x32 digits, the data's images are {shape}")
             from vitgan.metrics.digits import DigitFID
 
-            self.digits = DigitFID(data.batch(torch.arange(len(data))))
+            self.digits = DigitFID.of(data)
 
     @torch.no_grad()
     def __call__(self, generator: nn.Module) -> dict[str, float]:

@@ -521,7 +521,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     if opts.data == "mnist" and main:  # the embedded default gets a per-tick digit FID against all 5,000 digits
         from vitgan.metrics.digits import DigitFID
 
-        digit_fid = DigitFID(data.batch(torch.arange(len(data))))
+        digit_fid = DigitFID.of(data)
         digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)
     evaluator, metric_names = None, []
     if opts.metrics:  # on every rank: each generates and measures its share of the samples
