@@ -111,3 +111,21 @@ def test_minibatch_std_in_the_vit_discriminator_couples_samples():
             changed = (d(x) - d(y)).abs() > 1e-6
         assert changed[1]
         assert bool(changed[[0, 2, 3, 4, 5, 6, 7]].any()) == coupled  # sample 1's group mates (and only with mbstd)
+
+
+@pytest.mark.parametrize("preset", presets.names())
+def test_every_sln_of_the_built_generator_starts_at_gamma_one(preset):
+    """SLN(h, w) = gamma(w) LN(h) + beta(w) with gamma(w) ~ 1 at initialisation, in every block of the built G (a
+    generator-wide re-initialisation must not reset gamma's bias to 0, which makes gamma(w) ~ 0 and often negative)."""
+    from vitgan.nn import SLN
+
+    torch.manual_seed(0)
+    g = Generator(presets.get(preset))
+    slns = [m for m in g.modules() if isinstance(m, SLN)]
+    assert len(slns) == 2 * g.cfg.g_depth + 1  # before attention and MLP in each block, and at the output
+    with torch.no_grad():
+        w = g.map(torch.randn(512, g.z_dim))
+        for sln in slns:
+            gamma = w @ sln.gamma.weight.T + sln.gamma.bias  # affine in w, (B, dim)
+            assert abs(gamma.mean().item() - 1) < 0.15
+            assert (gamma > 0).float().mean() > 0.6  # mostly positive: the block keeps LN's sign

@@ -118,8 +118,8 @@ class Generator(nn.Module):
                                 hidden=cfg.g_inr_hidden)
         else:
             self.head = LinearHead(cfg.g_dim, cfg.g_patch, cfg.channels)
-        for block in self.blocks:
-            for module in block.modules():
+        for block in self.blocks:  # attention and MLP layers; SLN keeps its own init (gamma(w) starts at 1)
+            for module in (*block.attn.modules(), *block.mlp.modules()):
                 if isinstance(module, nn.Linear):
                     nn.init.xavier_uniform_(module.weight)
                     nn.init.zeros_(module.bias)
