@@ -61,13 +61,21 @@ class Config:
     d_lr: float = 0.002
     beta1: float = 0.0
     beta2: float = 0.99
-    augment: str = "color,translation,cutout,scale"  # DiffAugment policy, applied to real and fake images before D
-    augment_p: float = 0.8  # probability of each augmentation, per sample
+    # DiffAugment policy, applied to real and fake images before D: ops in order, `op:p` gives an op its own
+    # probability (ops: color = brightness+saturation+contrast as one, brightness, saturation, contrast, translation,
+    # xflip, cutout, scale)
+    augment: str = "color,translation,cutout,scale"
+    augment_p: float = 0.8  # probability of each augmentation without its own, per sample
+    augment_fill: Literal["zero", "reflect", "edge"] = "zero"  # what translation/scale bring in, cutout erases with
     bcr_real: float = 10.0  # balanced consistency regularisation weights
     bcr_fake: float = 10.0
-    bcr_shift: float = 0.125  # bCR's transformation T: a random translation of up to this fraction of the image
+    # bCR's transformation T: `shift` translates D's augmented input by up to bcr_shift of the image; `diffaug` is a
+    # second, independent DiffAugment draw of the un-augmented images (the authors' code)
+    bcr_mode: Literal["shift", "diffaug"] = "shift"
+    bcr_shift: float = 0.125
     r1_gamma: float = 0.0  # R1 on real images (0 = off; the paper found it weakens a ViT D)
     r1_interval: int = 16  # lazy R1: every this many D steps, scaled by the interval
+    lr_warmup_kimg: float = 0.0  # both learning rates ramp linearly from 0 over this many kimg (0 = none)
     ema_kimg: float = 10.0  # half-life of the generator's EMA, in thousands of images
     ema_rampup: float = 0.05  # EMA half-life at most this fraction of the images seen so far (0 = no ramp-up)
     kimg: float = 25000.0  # training length, in thousands of real images shown to D
@@ -146,7 +154,8 @@ class Config:
         return text
 
 
-_MAY_BE_ZERO = {"beta1", "augment_p", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma", "ema_kimg", "ema_rampup"}
+_MAY_BE_ZERO = {"beta1", "augment_p", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma", "lr_warmup_kimg", "ema_kimg",
+                "ema_rampup"}
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
