@@ -12,6 +12,7 @@ ABLATIONS = {
     "d_dot": {"d_attention": "dot"},
     "d_sn": {"d_norm": "sn"},
     "d_no_norm": {"d_norm": "none"},
+    "d_sigma_reparam": {"d_norm": "sigma_reparam"},
     "d_no_overlap": {"d_overlap": False},
     "vanilla_d": {"d_attention": "dot", "d_norm": "none", "d_overlap": False},
     "g_design_a": {"g_design": "A"},

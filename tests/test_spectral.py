@@ -100,3 +100,21 @@ def test_isn_in_training_costs_one_matrix_vector_power_step_per_layer_and_no_dec
     d(torch.rand(3, 1, 32, 32)).sum().backward()
     # torch's spectral_norm: u <- normalize(W v), v <- normalize(W^T u), sigma = u . (W v): three products per layer
     assert len(calls) == 3 * len(layers)
+
+
+def test_sigma_reparam_is_isn_with_a_learned_gain():
+    """W_hat = gamma * W / sigma(W), gamma a learned scalar starting at sigma(W_init) (Zhai et al. 2023)."""
+    from vitgan.nn import SigmaReparamLinear
+
+    torch.manual_seed(2)
+    layer = SigmaReparamLinear(40, 24)
+    raw = layer.parametrizations.weight.original
+    gamma = dict(layer.named_parameters())["parametrizations.weight.1.scale"]
+    assert abs(gamma.item() - _largest_singular_value(raw)) < 1e-5  # equal to ISN at initialisation
+    layer(torch.randn(3, 40)).sum().backward()
+    assert gamma.grad is not None and gamma.grad.abs() > 0  # the optimiser trains it
+    with torch.no_grad():
+        gamma.fill_(3.0)
+    _converge(layer)
+    assert abs(_largest_singular_value(layer.weight) - 3.0) < 3e-3
+    torch.testing.assert_close(layer.weight, raw * 3.0 / _largest_singular_value(raw), rtol=1e-3, atol=1e-5)

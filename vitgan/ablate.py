@@ -86,7 +86,7 @@ def select(names: str | None, group: str = "paper") -> list[Variant]:
 def _command(variant: Variant, seed: int, args: Any, outdir: Path) -> list[str]:
     command = [sys.executable, "-m", "vitgan", "train", "--preset", args.preset, "--data", args.data, "--seed",
                str(seed), "--kimg", str(args.kimg), "--tick", str(args.tick), "--outdir", str(outdir),
-               "--snap", "1000000"]
+               "--snap", "1000000", *(["--compile"] if args.compile else [])]
     for key, value in {**variant.overrides, **dict(args.override)}.items():
         command += [f"--{key.replace('_', '-')}", value]
     return command

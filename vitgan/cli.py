@@ -275,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     p.add_argument("--tick", type=float, default=2.0, help="kimg between the per-run measurements")
     p.add_argument("--samples", type=int, default=5000, help="samples for each final digit FID")
+    p.add_argument("--compile", action="store_true", help="train with torch.compile (3x faster on one CPU thread "
+                   "after a few minutes of compiling)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a Config override for every variant (repeatable), e.g. --set batch=32")
     p.add_argument("--outdir", help="the runs go to OUTDIR/runs/<variant>-seed<N>/ (finished runs there are "

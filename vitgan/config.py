@@ -50,7 +50,8 @@ class Config:
     d_heads: int = 6
     d_mlp_dim: int = 1536
     d_attention: Literal["l2", "dot"] = "l2"  # L2-distance attention with tied q/k, or dot-product attention
-    d_norm: Literal["isn", "sn", "none"] = "isn"  # improved spectral norm, plain spectral norm, or none
+    # improved spectral norm, plain spectral norm, ISN with a learned gain (sigma-reparam), or none
+    d_norm: Literal["isn", "sn", "sigma_reparam", "none"] = "isn"
     d_mbstd: bool = False  # ViT D: append the minibatch standard deviation of the class token to the head's input
     d_cnn_base: int = 16384  # CNN D: channels at resolution r are min(d_cnn_max, d_cnn_base // r)
     d_cnn_max: int = 512

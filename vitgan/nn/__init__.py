@@ -11,9 +11,10 @@ from vitgan.nn.layers import (
     grid_coordinates,
 )
 from vitgan.nn.patches import image_patches
-from vitgan.nn.spectral import ISNLinear, SNLinear, XavierLinear, linear_for
+from vitgan.nn.spectral import ISNLinear, SigmaReparamLinear, SNLinear, XavierLinear, linear_for
 
 __all__ = [
-    "Attention", "L2Attention", "ISNLinear", "SNLinear", "XavierLinear", "linear_for", "SLN", "LayerNormIgnoringW",
-    "FourierFeatures", "MinibatchStd", "EqualizedLinear", "ModulatedLinear", "grid_coordinates", "image_patches",
+    "Attention", "L2Attention", "ISNLinear", "SigmaReparamLinear", "SNLinear", "XavierLinear", "linear_for", "SLN",
+    "LayerNormIgnoringW", "FourierFeatures", "MinibatchStd", "EqualizedLinear", "ModulatedLinear", "grid_coordinates",
+    "image_patches",
 ]

@@ -59,6 +59,27 @@ class ISNLinear(SNLinear):
         parametrize.register_parametrization(self, "weight", _ScaleBy(sigma_init))
 
 
+class _LearnedScale(nn.Module):
+    """Parametrization W -> gamma * W with a learned scalar gamma (sigma-reparam, Zhai et al. 2023)."""
+
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(scale.detach().clone().reshape(()))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.scale
+
+
+class SigmaReparamLinear(SNLinear):
+    """ISN with a learned gain (sigma-reparam, Zhai et al. 2023): W_hat = gamma * W / sigma(W), gamma a learned scalar
+    that starts at sigma(W_init), so the layer equals ISN at initialisation and D may then learn its own scale."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_power_iterations: int = 1) -> None:
+        super().__init__(in_features, out_features, bias, n_power_iterations=n_power_iterations)
+        raw = self.parametrizations.weight.original.detach()
+        parametrize.register_parametrization(self, "weight", _LearnedScale(torch.linalg.matrix_norm(raw, ord=2)))
+
+
 class XavierLinear(nn.Linear):
     """nn.Linear with the same initialisation as the normalised layers (the `none` ablation)."""
 
@@ -71,11 +92,12 @@ class XavierLinear(nn.Linear):
 
 LinearFactory = Callable[..., nn.Linear]
 
-_BY_NORM: dict[str, LinearFactory] = {"isn": ISNLinear, "sn": SNLinear, "none": XavierLinear}
+_BY_NORM: dict[str, LinearFactory] = {"isn": ISNLinear, "sn": SNLinear, "sigma_reparam": SigmaReparamLinear,
+                                      "none": XavierLinear}
 
 
 def linear_for(norm: str) -> LinearFactory:
-    """The linear-layer class for a discriminator normalisation name: `isn`, `sn` or `none`."""
+    """The linear-layer class for a discriminator normalisation name: `isn`, `sn`, `sigma_reparam` or `none`."""
     return _BY_NORM[norm]
 
 

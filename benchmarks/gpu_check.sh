@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# GPU acceptance check, one command, under 8 minutes on one GPU:
+#   1. `vitgan bench` of the cifar10 preset on CUDA, bf16 and fp32 (images/s; FLOP utilisation against the card's peak)
+#   2. ~3 minutes of cifar10-preset training on the bundled digits as 32x32 RGB (D's logits must separate, G must not
+#      be one mode)
+#   3. an eval of the result: digit FID and classes of 5,000 samples; `vitgan eval --metrics fid10k_full` too when
+#      $VITGAN_INCEPTION names the Inception weights
+# Results go to benchmarks/results/gpu-<card>/ (bench.jsonl, train-stats.jsonl, train-log.txt, fakes.png,
+# summary.json). Run from anywhere: bash benchmarks/gpu_check.sh   (MINUTES=3 and PYTHON=python by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+$py -c "import torch, einops, safetensors, PIL, matplotlib; assert torch.cuda.is_available(), 'no CUDA device'" || {
+  echo "gpu_check: needs torch with CUDA, einops, safetensors, pillow and matplotlib" >&2; exit 2; }
+card=$($py -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
+out="benchmarks/results/gpu-$card"
+mkdir -p "$out"
+rm -f "$out/bench.jsonl"
+for precision in bf16 fp32; do
+  $py -m vitgan bench --preset cifar10 --batch 128 --precision "$precision" --device cuda --out "$out/bench.jsonl"
+done
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+$py benchmarks/gpu_check.py digits "$tmp/digits"
+$py -m vitgan train --preset cifar10 --data "$tmp/digits" --device cuda --minutes "${MINUTES:-3}" --tick 20 \
+    --outdir "$tmp/runs" 2>&1 | tee "$out/train-log.txt"
+run=$(ls -d "$tmp"/runs/*/ | tail -n 1)
+cp "$run/stats.jsonl" "$out/train-stats.jsonl"
+cp "$(ls "$run"/fakes-*.png | tail -n 1)" "$out/fakes.png"
+if [ -n "${VITGAN_INCEPTION:-}" ]; then
+  $py -m vitgan eval --ckpt "$(ls "$run"/network-snapshot-*.safetensors | tail -n 1)" --data "$tmp/digits" \
+      --metrics fid10k --device cuda | tee "$out/eval.jsonl"
+fi
+$py benchmarks/gpu_check.py summary "$out" "$run"
