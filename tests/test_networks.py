@@ -1,5 +1,7 @@
 """Every preset and every ablation: output shapes, value ranges, no NaN, and a gradient for every parameter."""
 
+import statistics
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,8 @@ ABLATIONS = {
     "d_sn": {"d_norm": "sn"},
     "d_no_norm": {"d_norm": "none"},
     "d_sigma_reparam": {"d_norm": "sigma_reparam"},
+    "d_qk_gain": {"d_qk_gain": 0.5},
+    "g_norm_stream": {"g_norm_position": "stream"},
     "d_no_overlap": {"d_overlap": False},
     "vanilla_d": {"d_attention": "dot", "d_norm": "none", "d_overlap": False},
     "g_design_a": {"g_design": "A"},
@@ -130,3 +134,73 @@ def test_every_sln_of_the_built_generator_starts_at_gamma_one(preset):
             gamma = w @ sln.gamma.weight.T + sln.gamma.bias  # affine in w, (B, dim)
             assert abs(gamma.mean().item() - 1) < 0.15
             assert (gamma > 0).float().mean() > 0.6  # mostly positive: the block keeps LN's sign
+
+
+def test_query_key_gain_scales_the_initial_distance_projection_only():
+    """d_qk_gain g: D's q/k projection starts as Xavier-uniform with bound g sqrt(6 / (fan_in + fan_out)); ISN keeps
+    sigma(W_init) = g x the gain-1 value; every other layer is unchanged."""
+    cfg = presets.get("mnist")
+    torch.manual_seed(0)
+    plain = Discriminator(cfg)
+    torch.manual_seed(0)
+    scaled = Discriminator(cfg.replace(d_qk_gain=0.5))
+    a, b = plain.blocks[0].attn, scaled.blocks[0].attn
+    bound = (6 / (2 * cfg.d_dim)) ** 0.5
+    raw = b.qk.parametrizations.weight.original
+    assert raw.abs().max() <= 0.5 * bound and raw.abs().max() > 0.45 * bound
+    sigma = lambda layer: float(layer.parametrizations.weight[1].scale)  # noqa: E731 - ISN's sigma(W_init)
+    assert sigma(b.qk) == pytest.approx(0.5 * sigma(a.qk), rel=1e-5)
+    assert sigma(b.v) == sigma(a.v) and sigma(b.proj) == sigma(a.proj)
+
+
+def test_query_key_gain_decides_whether_the_class_token_sees_the_patches():
+    """With tied q/k, -||q_i - k_j||^2 is largest (0) for j = i, and the distances grow with the square of the q/k
+    gain: at gain 1 the class token takes almost all its attention from itself at initialisation (the config's
+    comment on d_qk_gain), at 0.5 mostly from the patches of real digits."""
+    import math
+
+    from vitgan.data import load_mnist5k
+    from vitgan.nn import L2Attention
+
+    images = load_mnist5k().batch(torch.arange(32))
+    for gain, low, high in ((1.0, 0.0, 0.1), (0.5, 0.5, 1.0)):
+        torch.manual_seed(0)
+        d = Discriminator(presets.get("mnist", d_qk_gain=gain)).eval()
+        shares = []
+
+        def record(module, inputs, output, shares=shares):
+            qk = module._heads(module.qk(inputs[0])).float()  # (B, h, N, d_h)
+            weights = (-torch.cdist(qk, qk).square() / math.sqrt(module.head_dim)).softmax(-1)  # the paper's Eq. 3
+            shares.append(weights[..., 0, 1:].sum(-1).mean().item())  # class token (index 0) -> patches
+
+        for module in d.modules():
+            if isinstance(module, L2Attention):
+                module.register_forward_hook(record)
+        with torch.no_grad():
+            d(images)
+        assert len(shares) == d.cfg.d_depth
+        assert low < statistics.mean(shares) < high, (gain, shares)
+
+
+@pytest.mark.parametrize("position", ["pre", "stream"])
+def test_generator_block_places_its_norms_as_configured(position):
+    """pre (paper, Eq. 5): h' = h + MSA(SLN(h, w)), out = h' + MLP(SLN(h', w)); stream (the authors' code):
+    u = SLN(h, w), h' = u + MSA(u), v = SLN(h', w), out = v + MLP(v)."""
+    from vitgan.networks.generator import GeneratorBlock
+
+    torch.manual_seed(0)
+    block = GeneratorBlock(16, 2, 32, 8, modulated=True, norm_position=position)
+    h, w = torch.randn(3, 5, 16), torch.randn(3, 8)
+
+    def sln(norm, x):  # gamma(w) * LN(x) + beta(w), written out
+        mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        return norm.gamma(w)[:, None] * (x - mu) / torch.sqrt(var + norm.eps) + norm.beta(w)[:, None]
+
+    if position == "pre":
+        h1 = h + block.attn(sln(block.norm1, h))
+        expected = h1 + block.mlp(sln(block.norm2, h1))
+    else:
+        u = sln(block.norm1, h)
+        v = sln(block.norm2, u + block.attn(u))
+        expected = v + block.mlp(v)
+    torch.testing.assert_close(block(h, w), expected, rtol=1e-5, atol=1e-5)

@@ -61,6 +61,8 @@ RECIPES = [
     Variant("paper-bcr10", {"bcr_real": "10", "bcr_fake": "10", "r1_gamma": "0"}, "compare",
             "the paper's bCR 10 (T a shift of up to 1/8), no R1"),
     Variant("authors", AUTHORS, "compare", "the authors' code: bCR 1 diffaug, R1 0.1 every step, warm-up, cutout 0.3"),
+    Variant("r1-0.1", {"r1_gamma": "0.1"}, "compare", "a tenth of the preset's R1 weight"),
+    Variant("sigma-reparam", {"d_norm": "sigma_reparam"}, "compare", "ISN with a learned gain per layer"),
 ]
 
 GROUPS = {"paper": PAPER, "recipe": RECIPES}

@@ -36,6 +36,9 @@ class Config:
     g_heads: int = 6
     g_mlp_dim: int = 1536
     g_design: Literal["A", "B", "C"] = "C"  # A: w added to tokens, B: w prepended as a token, C: SLN (ViTGAN)
+    # where each block's norm sits: `pre` on the branch inputs, the residual stream bypassing it (the paper's Eq. 5);
+    # `stream` on the residual stream itself before each branch, so w modulates the stream (the authors' code)
+    g_norm_position: Literal["pre", "stream"] = "pre"
     g_head: Literal["inr", "linear"] = "inr"  # patch decoder: implicit neural representation or a linear layer
     g_output: Literal["tanh", "linear"] = "tanh"  # tanh: pixels in [-1, 1]; linear: unbounded (StyleGAN2-style)
     g_fourier_dim: int = 64  # Fourier features of the pixel coordinates inside a patch (INR head)
@@ -52,6 +55,10 @@ class Config:
     d_attention: Literal["l2", "dot"] = "l2"  # L2-distance attention with tied q/k, or dot-product attention
     # improved spectral norm, plain spectral norm, ISN with a learned gain (sigma-reparam), or none
     d_norm: Literal["isn", "sn", "sigma_reparam", "none"] = "isn"
+    # initial gain of D's query/key projection (its Xavier bound times this; ISN keeps it): squared distances scale
+    # with its square, and at 1 tied-q/k L2 attention attends almost only to itself (the class token takes ~1% of
+    # its attention from the patches), at 0.5 mostly to the other tokens
+    d_qk_gain: float = 1.0
     d_mbstd: bool = False  # ViT D: append the minibatch standard deviation of the class token to the head's input
     d_cnn_base: int = 16384  # CNN D: channels at resolution r are min(d_cnn_max, d_cnn_base // r)
     d_cnn_max: int = 512

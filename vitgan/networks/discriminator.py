@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -20,11 +22,12 @@ def check_images(x: torch.Tensor, cfg: Config) -> None:
 class DiscriminatorBlock(nn.Module):
     """Pre-LayerNorm transformer block; every linear layer built by `linear` (ISN, SN or plain)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, attention: str, linear: LinearFactory) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, attention: str, linear: LinearFactory,
+                 qk_gain: float = 1.0) -> None:
         super().__init__()
         attn_cls = L2Attention if attention == "l2" else Attention
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = attn_cls(dim, num_heads, linear=linear)
+        self.attn = attn_cls(dim, num_heads, linear=linear, qk_linear=functools.partial(linear, init_gain=qk_gain))
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(linear(dim, mlp_dim), nn.GELU(), linear(mlp_dim, dim))
 
@@ -54,7 +57,8 @@ class Discriminator(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(
-            DiscriminatorBlock(cfg.d_dim, cfg.d_heads, cfg.d_mlp_dim, attention=cfg.d_attention, linear=linear)
+            DiscriminatorBlock(cfg.d_dim, cfg.d_heads, cfg.d_mlp_dim, attention=cfg.d_attention, linear=linear,
+                               qk_gain=cfg.d_qk_gain)
             for _ in range(cfg.d_depth)
         )
         self.norm = nn.LayerNorm(cfg.d_dim)

@@ -41,16 +41,28 @@ def _mlp(dim: int, hidden: int) -> nn.Sequential:
 
 
 class GeneratorBlock(nn.Module):
-    """Transformer block h += Attn(norm1(h, w)); h += MLP(norm2(h, w)); norm = SLN (design C) or LayerNorm (A, B)."""
+    """Transformer block; norm = SLN (design C) or LayerNorm (A, B).
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, w_dim: int, *, modulated: bool) -> None:
+    `pre` (the paper's Eq. 5): h += Attn(norm1(h, w)); h += MLP(norm2(h, w)), the residual stream bypassing the norms.
+    `stream` (the authors' code): h = norm1(h, w); h += Attn(h); h = norm2(h, w); h += MLP(h), the residual stream
+    itself normalised and modulated by w before each branch.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, w_dim: int, *, modulated: bool,
+                 norm_position: str = "pre") -> None:
         super().__init__()
+        self.norm_position = norm_position
         self.norm1 = SLN(dim, w_dim) if modulated else LayerNormIgnoringW(dim)
         self.attn = Attention(dim, num_heads)
         self.norm2 = SLN(dim, w_dim) if modulated else LayerNormIgnoringW(dim)
         self.mlp = _mlp(dim, mlp_dim)
 
     def forward(self, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.norm_position == "stream":
+            h = self.norm1(h, w)
+            h = h + self.attn(h)
+            h = self.norm2(h, w)
+            return h + self.mlp(h)
         h = h + self.attn(self.norm1(h, w))
         return h + self.mlp(self.norm2(h, w))
 
@@ -109,7 +121,8 @@ class Generator(nn.Module):
         modulated = cfg.g_design == "C"
         self.w_to_token = None if modulated else nn.Linear(cfg.w_dim, cfg.g_dim)
         self.blocks = nn.ModuleList(
-            GeneratorBlock(cfg.g_dim, cfg.g_heads, cfg.g_mlp_dim, cfg.w_dim, modulated=modulated)
+            GeneratorBlock(cfg.g_dim, cfg.g_heads, cfg.g_mlp_dim, cfg.w_dim, modulated=modulated,
+                           norm_position=cfg.g_norm_position)
             for _ in range(cfg.g_depth)
         )
         self.norm_out = SLN(cfg.g_dim, cfg.w_dim) if modulated else LayerNormIgnoringW(cfg.g_dim)

@@ -60,14 +60,15 @@ class _MultiHeadSelfAttention(nn.Module):
 class Attention(_MultiHeadSelfAttention):
     """Standard multi-head attention softmax(q k^T / sqrt(d_h)) v with separate q, k, v projections.
 
-    Each projection is its own linear layer (built by `linear`), so spectral normalisation, when used, bounds each
-    of them, as the paper's ISN does.
+    Each projection is its own linear layer (built by `linear`; q and k by `qk_linear` when given), so spectral
+    normalisation, when used, bounds each of them, as the paper's ISN does.
     """
 
-    def __init__(self, dim: int, num_heads: int, *, linear: LinearFactory = nn.Linear) -> None:
+    def __init__(self, dim: int, num_heads: int, *, linear: LinearFactory = nn.Linear,
+                 qk_linear: LinearFactory | None = None) -> None:
         super().__init__(dim, num_heads, linear)
-        self.q = linear(dim, dim)
-        self.k = linear(dim, dim)
+        self.q = (qk_linear or linear)(dim, dim)
+        self.k = (qk_linear or linear)(dim, dim)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # (B, h, N, d_h)
@@ -84,9 +85,10 @@ class L2Attention(_MultiHeadSelfAttention):
     along a softmax row, so the attention is SDPA on (2q, k, v) with the per-key additive bias -||k_j||^2 / sqrt(d_h).
     """
 
-    def __init__(self, dim: int, num_heads: int, *, linear: LinearFactory = nn.Linear) -> None:
+    def __init__(self, dim: int, num_heads: int, *, linear: LinearFactory = nn.Linear,
+                 qk_linear: LinearFactory | None = None) -> None:
         super().__init__(dim, num_heads, linear)
-        self.qk = linear(dim, dim)
+        self.qk = (qk_linear or linear)(dim, dim)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         qk, v = self._heads(self.qk(x)), self._heads(self.v(x))  # (B, h, N, d_h); query = key = qk

@@ -31,12 +31,14 @@ class SNLinear(nn.Linear):
     """nn.Linear whose weight is divided by its spectral norm (Miyato et al. 2018), Xavier-uniform initialised.
 
     Xavier initialisation matters for ISN: the ViT default (normal, std 0.02) freezes every layer's largest singular
-    value near 0.45 and caps the discriminator's logit; see SPEC.md.
+    value near 0.45 and caps the discriminator's logit; see SPEC.md. `init_gain` scales the Xavier bound (under ISN
+    it is kept: sigma(W_init) scales with it; plain SN divides it out).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_power_iterations: int = 1) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_power_iterations: int = 1,
+                 init_gain: float = 1.0) -> None:
         super().__init__(in_features, out_features, bias)
-        nn.init.xavier_uniform_(self.weight)
+        nn.init.xavier_uniform_(self.weight, gain=init_gain)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         spectral_norm(self, n_power_iterations=n_power_iterations)
@@ -52,8 +54,9 @@ class SNLinear(nn.Linear):
 class ISNLinear(SNLinear):
     """Improved spectral normalisation: a drop-in for nn.Linear with W_ISN = sigma(W_init) * W / sigma(W)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_power_iterations: int = 1) -> None:
-        super().__init__(in_features, out_features, bias, n_power_iterations=n_power_iterations)
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_power_iterations: int = 1,
+                 init_gain: float = 1.0) -> None:
+        super().__init__(in_features, out_features, bias, n_power_iterations=n_power_iterations, init_gain=init_gain)
         raw = self.parametrizations.weight.original.detach()
         sigma_init = torch.linalg.matrix_norm(raw, ord=2)  # exact, once; the power iteration tracks sigma(W)
         parametrize.register_parametrization(self, "weight", _ScaleBy(sigma_init))
@@ -74,8 +77,9 @@ class SigmaReparamLinear(SNLinear):
     """ISN with a learned gain (sigma-reparam, Zhai et al. 2023): W_hat = gamma * W / sigma(W), gamma a learned scalar
     that starts at sigma(W_init), so the layer equals ISN at initialisation and D may then learn its own scale."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_power_iterations: int = 1) -> None:
-        super().__init__(in_features, out_features, bias, n_power_iterations=n_power_iterations)
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_power_iterations: int = 1,
+                 init_gain: float = 1.0) -> None:
+        super().__init__(in_features, out_features, bias, n_power_iterations=n_power_iterations, init_gain=init_gain)
         raw = self.parametrizations.weight.original.detach()
         parametrize.register_parametrization(self, "weight", _LearnedScale(torch.linalg.matrix_norm(raw, ord=2)))
 
@@ -83,9 +87,9 @@ class SigmaReparamLinear(SNLinear):
 class XavierLinear(nn.Linear):
     """nn.Linear with the same initialisation as the normalised layers (the `none` ablation)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, init_gain: float = 1.0) -> None:
         super().__init__(in_features, out_features, bias)
-        nn.init.xavier_uniform_(self.weight)
+        nn.init.xavier_uniform_(self.weight, gain=init_gain)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
