@@ -17,6 +17,7 @@ ABLATIONS = {
     "d_sigma_reparam": {"d_norm": "sigma_reparam"},
     "d_qk_gain": {"d_qk_gain": 0.5},
     "g_norm_stream": {"g_norm_position": "stream"},
+    "d_head_mlp": {"d_head": "mlp", "d_mbstd": True},
     "d_no_overlap": {"d_overlap": False},
     "vanilla_d": {"d_attention": "dot", "d_norm": "none", "d_overlap": False},
     "g_design_a": {"g_design": "A"},
@@ -62,6 +63,15 @@ def test_ablation_switches_change_the_architecture():
     assert d_dot.patch_embed.in_features == 16  # 4x4x1 non-overlapping patches
     g_b = Generator(base.replace(g_design="B"))
     assert not any(isinstance(m, type(Generator(base).blocks[0].norm1)) for m in g_b.modules())
+
+
+def test_mlp_head_is_two_normalised_layers_from_the_class_token_and_its_minibatch_std():
+    from vitgan.nn import ISNLinear
+
+    d = Discriminator(presets.get("mnist", d_head="mlp", d_mbstd=True))
+    first, act, last = d.head
+    assert isinstance(first, ISNLinear) and isinstance(last, ISNLinear) and isinstance(act, nn.LeakyReLU)
+    assert (first.in_features, first.out_features, last.out_features) == (d.cfg.d_dim + 1, d.cfg.d_dim, 1)
 
 
 def test_vit_networks_have_no_convolution():

@@ -59,6 +59,7 @@ class Config:
     # with its square, and at 1 tied-q/k L2 attention attends almost only to itself (the class token takes ~1% of
     # its attention from the patches), at 0.5 mostly to the other tokens
     d_qk_gain: float = 1.0
+    d_head: Literal["linear", "mlp"] = "linear"  # the logit from the class token: one linear layer, or a 2-layer MLP
     d_mbstd: bool = False  # ViT D: append the minibatch standard deviation of the class token to the head's input
     d_cnn_base: int = 16384  # CNN D: channels at resolution r are min(d_cnn_max, d_cnn_base // r)
     d_cnn_max: int = 512

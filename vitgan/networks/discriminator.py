@@ -41,7 +41,8 @@ class Discriminator(nn.Module):
 
     Patches of side P + 2o with stride P (o = P/2 when `d_overlap`, else 0), zero-padded by o at the border, are
     projected to tokens; a class token and learned 1-D positional embeddings are added; pre-LN blocks with L2 (or
-    dot-product) attention follow; the logit is a linear projection of the class token after a final LayerNorm.
+    dot-product) attention follow; the logit is a linear projection (or a 2-layer MLP, `d_head`) of the class token
+    after a final LayerNorm.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -63,7 +64,11 @@ class Discriminator(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.d_dim)
         self.mbstd = MinibatchStd() if cfg.d_mbstd else None
-        self.head = linear(cfg.d_dim + int(cfg.d_mbstd), 1)
+        features = cfg.d_dim + int(cfg.d_mbstd)
+        if cfg.d_head == "mlp":  # as the authors' D head: minibatch std, then an MLP that can amplify it
+            self.head = nn.Sequential(linear(features, cfg.d_dim), nn.LeakyReLU(0.2), linear(cfg.d_dim, 1))
+        else:
+            self.head = linear(features, 1)
 
     @property
     def mixes_samples(self) -> bool:
