@@ -123,3 +123,18 @@ def test_truncation_moves_w_towards_its_average():
         full, none, mean = g(z), g(z, psi=0.0), g.synthesis(g.w_avg.expand(8, -1))
     torch.testing.assert_close(none, mean)
     assert (full - none).abs().mean() > 1e-3
+
+
+def test_equalized_sln_is_the_same_affine_map_with_a_run_time_gain():
+    """equalized: gamma(w) = w (W_stored / sqrt(w_dim))^T + 1, W_stored ~ N(0, 1): the plain SLN's initial
+    distribution (std 1/sqrt(w_dim), bias 1), with the weight stored at unit scale for Adam."""
+    torch.manual_seed(0)
+    sln = SLN(256, 64, equalized=True)
+    w = torch.randn(5, 64)
+    stored = sln.gamma.weight
+    assert abs(stored.std().item() - 1) < 0.02 and torch.all(sln.gamma.bias == 1) and torch.all(sln.beta.bias == 0)
+    torch.testing.assert_close(sln.gamma(w), w @ (stored / 8).T + 1)
+    h = torch.randn(5, 3, 256)
+    mu, sigma = h.mean(-1, keepdim=True), (h.var(-1, unbiased=False, keepdim=True) + sln.eps).sqrt()
+    expected = sln.gamma(w)[:, None] * (h - mu) / sigma + sln.beta(w)[:, None]
+    torch.testing.assert_close(sln(h, w), expected, rtol=1e-5, atol=1e-5)

@@ -18,6 +18,7 @@ ABLATIONS = {
     "d_qk_gain": {"d_qk_gain": 0.5},
     "g_norm_stream": {"g_norm_position": "stream"},
     "d_head_mlp": {"d_head": "mlp", "d_mbstd": True},
+    "g_sln_equalized": {"g_sln_equalized": True},
     "d_no_overlap": {"d_overlap": False},
     "vanilla_d": {"d_attention": "dot", "d_norm": "none", "d_overlap": False},
     "g_design_a": {"g_design": "A"},
@@ -128,20 +129,21 @@ def test_minibatch_std_in_the_vit_discriminator_couples_samples():
         assert bool(changed[[0, 2, 3, 4, 5, 6, 7]].any()) == coupled  # sample 1's group mates (and only with mbstd)
 
 
+@pytest.mark.parametrize("equalized", [False, True])
 @pytest.mark.parametrize("preset", presets.names())
-def test_every_sln_of_the_built_generator_starts_at_gamma_one(preset):
+def test_every_sln_of_the_built_generator_starts_at_gamma_one(preset, equalized):
     """SLN(h, w) = gamma(w) LN(h) + beta(w) with gamma(w) ~ 1 at initialisation, in every block of the built G (a
     generator-wide re-initialisation must not reset gamma's bias to 0, which makes gamma(w) ~ 0 and often negative)."""
     from vitgan.nn import SLN
 
     torch.manual_seed(0)
-    g = Generator(presets.get(preset))
+    g = Generator(presets.get(preset, g_sln_equalized=equalized))
     slns = [m for m in g.modules() if isinstance(m, SLN)]
     assert len(slns) == 2 * g.cfg.g_depth + 1  # before attention and MLP in each block, and at the output
     with torch.no_grad():
         w = g.map(torch.randn(512, g.z_dim))
         for sln in slns:
-            gamma = w @ sln.gamma.weight.T + sln.gamma.bias  # affine in w, (B, dim)
+            gamma = sln.gamma(w)  # affine in w, (B, dim)
             assert abs(gamma.mean().item() - 1) < 0.15
             assert (gamma > 0).float().mean() > 0.6  # mostly positive: the block keeps LN's sign
 

@@ -39,6 +39,9 @@ class Config:
     # where each block's norm sits: `pre` on the branch inputs, the residual stream bypassing it (the paper's Eq. 5);
     # `stream` on the residual stream itself before each branch, so w modulates the stream (the authors' code)
     g_norm_position: Literal["pre", "stream"] = "pre"
+    # SLN's gamma/beta layers with StyleGAN's equalised learning rate (as the authors' code): the same function at
+    # initialisation, Adam's steps ~sqrt(w_dim) times smaller relative to the weights
+    g_sln_equalized: bool = False
     g_head: Literal["inr", "linear"] = "inr"  # patch decoder: implicit neural representation or a linear layer
     g_output: Literal["tanh", "linear"] = "tanh"  # tanh: pixels in [-1, 1]; linear: unbounded (StyleGAN2-style)
     g_fourier_dim: int = 64  # Fourier features of the pixel coordinates inside a patch (INR head)

@@ -49,12 +49,12 @@ class GeneratorBlock(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, w_dim: int, *, modulated: bool,
-                 norm_position: str = "pre") -> None:
+                 norm_position: str = "pre", sln_equalized: bool = False) -> None:
         super().__init__()
         self.norm_position = norm_position
-        self.norm1 = SLN(dim, w_dim) if modulated else LayerNormIgnoringW(dim)
+        self.norm1 = SLN(dim, w_dim, equalized=sln_equalized) if modulated else LayerNormIgnoringW(dim)
         self.attn = Attention(dim, num_heads)
-        self.norm2 = SLN(dim, w_dim) if modulated else LayerNormIgnoringW(dim)
+        self.norm2 = SLN(dim, w_dim, equalized=sln_equalized) if modulated else LayerNormIgnoringW(dim)
         self.mlp = _mlp(dim, mlp_dim)
 
     def forward(self, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -122,10 +122,11 @@ class Generator(nn.Module):
         self.w_to_token = None if modulated else nn.Linear(cfg.w_dim, cfg.g_dim)
         self.blocks = nn.ModuleList(
             GeneratorBlock(cfg.g_dim, cfg.g_heads, cfg.g_mlp_dim, cfg.w_dim, modulated=modulated,
-                           norm_position=cfg.g_norm_position)
+                           norm_position=cfg.g_norm_position, sln_equalized=cfg.g_sln_equalized)
             for _ in range(cfg.g_depth)
         )
-        self.norm_out = SLN(cfg.g_dim, cfg.w_dim) if modulated else LayerNormIgnoringW(cfg.g_dim)
+        self.norm_out = (SLN(cfg.g_dim, cfg.w_dim, equalized=cfg.g_sln_equalized) if modulated
+                         else LayerNormIgnoringW(cfg.g_dim))
         if cfg.g_head == "inr":
             self.head = INRHead(cfg.g_dim, cfg.g_patch, cfg.channels, fourier_dim=cfg.g_fourier_dim,
                                 hidden=cfg.g_inr_hidden)

@@ -12,20 +12,28 @@ from torch import nn
 class SLN(nn.Module):
     """Self-modulated LayerNorm (paper, Eq. 6): SLN(h, w) = gamma(w) * (h - mu) / sigma + beta(w).
 
-    gamma and beta are affine in w (one linear layer each, per SLN), broadcast over the tokens.
+    gamma and beta are affine in w (one linear layer each, per SLN; `equalized`: with StyleGAN's equalised learning
+    rate, as the authors' code), broadcast over the tokens.
     gamma(w) starts at 1 + O(`init_scale`), beta(w) at O(`init_scale`): with the default scale the modulation moves
     the activations by a unit amount, so the generator's output depends on z from the first step (SPEC.md: a
     generator that barely uses z collapses to one mode).
     """
 
-    def __init__(self, dim: int, w_dim: int, *, eps: float = 1e-5, init_scale: float = 1.0) -> None:
+    def __init__(self, dim: int, w_dim: int, *, eps: float = 1e-5, init_scale: float = 1.0,
+                 equalized: bool = False) -> None:
         super().__init__()
         self.eps = eps
-        self.gamma = nn.Linear(w_dim, dim)
-        self.beta = nn.Linear(w_dim, dim)
-        for layer, bias in ((self.gamma, 1.0), (self.beta, 0.0)):
-            nn.init.normal_(layer.weight, std=init_scale / math.sqrt(w_dim))
-            nn.init.constant_(layer.bias, bias)
+        if equalized:  # the same function at initialisation; Adam's steps relative to the weights ~sqrt(w_dim) smaller
+            self.gamma: nn.Module = EqualizedLinear(w_dim, dim, lr_mul=1.0, init_scale=init_scale)
+            self.beta: nn.Module = EqualizedLinear(w_dim, dim, lr_mul=1.0, init_scale=init_scale)
+        else:
+            self.gamma = nn.Linear(w_dim, dim)
+            self.beta = nn.Linear(w_dim, dim)
+            for layer in (self.gamma, self.beta):
+                nn.init.normal_(layer.weight, std=init_scale / math.sqrt(w_dim))
+        with torch.no_grad():
+            self.gamma.bias.fill_(1.0)
+            self.beta.bias.zero_()
 
     def forward(self, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # h (B, N, dim), w (B, w_dim)
         normed = F.layer_norm(h, h.shape[-1:], eps=self.eps)
@@ -63,9 +71,9 @@ class EqualizedLinear(nn.Module):
     effective step on the used weight is lr * lr_mul.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, lr_mul: float = 1.0) -> None:
+    def __init__(self, in_features: int, out_features: int, *, lr_mul: float = 1.0, init_scale: float = 1.0) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) * init_scale / lr_mul)
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.weight_gain = lr_mul / math.sqrt(in_features)
         self.bias_gain = lr_mul
