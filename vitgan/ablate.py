@@ -63,6 +63,8 @@ RECIPES = [
     Variant("authors", AUTHORS, "compare", "the authors' code: bCR 1 diffaug, R1 0.1 every step, warm-up, cutout 0.3"),
     Variant("r1-0.1", {"r1_gamma": "0.1"}, "compare", "a tenth of the preset's R1 weight"),
     Variant("sigma-reparam", {"d_norm": "sigma_reparam"}, "compare", "ISN with a learned gain per layer"),
+    Variant("sln-eq-mlp", {"g_sln_equalized": "true", "d_head": "mlp"}, "compare",
+            "the authors' G and D heads: equalised-lr SLN, an MLP D head after the minibatch std"),
 ]
 
 GROUPS = {"paper": PAPER, "recipe": RECIPES}
