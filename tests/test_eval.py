@@ -43,10 +43,10 @@ def test_eval_writes_every_metric_and_reuses_the_reference_features(snapshot, di
     code, out, err = _eval(capsys, *args)
     assert code == 0, err
     record = json.loads(out)
-    assert set(record["results"]) == {"fid20", "kid20", "kid20_std", "is20", "is20_std", "pr20_precision",
+    assert set(record["results"]) == {"fid20", "kid20", "kid20_std", "is20_mean", "is20_std", "pr20_precision",
                                       "pr20_recall"}
     assert all(np.isfinite(v) for v in record["results"].values())
-    assert record["results"]["fid20"] > 0 and record["results"]["is20"] >= 1
+    assert record["results"]["fid20"] > 0 and record["results"]["is20_mean"] >= 1
     assert record["kimg"] == 1.0 and record["num_real"] == 12
     assert "computed, cached" in err
     code, out2, err = _eval(capsys, *args)
@@ -103,7 +103,7 @@ def test_metrics_during_training(tmp_path, digits, inception_weights):
     run = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "0.008", "--snap", "2", "--metrics", "fid10,is10",
                  "--metric-every", "2", "--inception", str(inception_weights))
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
-    assert [("fid10" in r, "is10" in r) for r in rows] == [(False, False), (True, True)]  # every 2nd tick
+    assert [("fid10" in r, "is10_mean" in r) for r in rows] == [(False, False), (True, True)]  # every 2nd tick
     assert (run / "metrics.png").is_file()
     assert "fid10" in (run / "log.txt").read_text()
 
