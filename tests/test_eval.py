@@ -113,3 +113,40 @@ def test_train_refuses_bad_metric_options(tmp_path, digits, capsys):
     assert main(["train", "--data", str(digits), "--outdir", str(tmp_path), *TINY, "--metric-every", "0"]) == 2
     err = capsys.readouterr().err
     assert "metrics:" in err and "metric_every:" in err
+
+
+def test_eval_gen_scores_written_images_as_the_generator_that_wrote_them(snapshot, digits, inception_weights,
+                                                                          tmp_path, capsys):
+    common = ["--data", str(digits), "--metrics", "fid20,kid20,is20,pr20_full,dfid20", "--inception",
+              str(inception_weights), "--cache", str(tmp_path / "cache"), "--batch", "10"]
+    code, out, err = _eval(capsys, "--ckpt", str(snapshot), *common)
+    assert code == 0, err
+    expected = json.loads(out)["results"]
+    gen = tmp_path / "gen"
+    assert main(["generate", "--ckpt", str(snapshot), "--seeds", "0-24", "--outdir", str(gen)]) == 0
+    (gen / "grid.png").unlink()  # seeds 0-24 remain; eval --gen takes the first 20 (sorted by name)
+    capsys.readouterr()
+    code, out, err = _eval(capsys, "--gen", str(gen), *common)
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["results"] == expected and record["gen"] == str(gen)
+    assert record["reals"] == {"fid20": 12, "kid20": 12, "is20": 0, "pr20_full": 12, "dfid20": 12}
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["results"] == expected  # beside the folder
+    code, _, err = _eval(capsys, "--gen", str(gen), *common[:3], "fid30")
+    assert code == 2 and err.strip() == "vitgan: error: metrics: 25 generated images given, fid30 needs 30"
+
+
+def test_eval_gen_of_the_real_images_in_a_zip_scores_perfectly(digits, inception_weights, tmp_path, capsys):
+    from vitgan.data.prepare import prepare
+
+    zipped = tmp_path / "same.zip"
+    prepare(digits, zipped, channels=1, progress=False, log=lambda line: None)
+    code, out, err = _eval(capsys, "--gen", str(zipped), "--data", str(digits), "--metrics", "fid12,pr12",
+                           "--inception", str(inception_weights), "--batch", "6")
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    assert abs(results["fid12"]) < 1e-3 and results["pr12_precision"] == results["pr12_recall"] == 1
+    code, _, err = _eval(capsys, "--gen", str(zipped), "--metrics", "fid12")
+    assert code == 2 and err.startswith("vitgan: error: data: --gen needs --data")
+    code, _, err = _eval(capsys, "--metrics", "fid12", "--data", str(digits))
+    assert code == 2 and err.startswith("vitgan: error: ckpt: give either --ckpt")
