@@ -50,7 +50,7 @@ MIN_COUNT = {"fid": 2, "kid": 2, "is": 10, "pr": 4, "dfid": 2}  # covariance, a 
 FULL_MAX_REAL = {"fid": None, "kid": 1_000_000, "pr": 200_000, "dfid": None}  # StyleGAN2-ADA's caps for `_full`
 REAL_SUBSET_SEED = 0
 CACHE_ENV = "VITGAN_CACHE"
-_CACHE_FORMAT = 2  # 2: the reals in the order of the seed-0 permutation
+_CACHE_FORMAT = 2  # 2: the reals in the order of the seed-0 permutation; the bit-exact TF1 resize
 _NAME = re.compile(r"(fid|kid|is|pr|dfid)(\d+)(?:(k)(\d*))?(_full)?")
 
 
@@ -124,7 +124,8 @@ class InceptionFeatures:
         self.net, self.batch = net, batch
         self.device = next(net.parameters()).device
         self.protocol = {"graph": "inception-2015-12-05", "weights_sha256": weights_sha256,
-                         "resize": "tf1-bilinear-299-no-antialias", "input": "uint8 (x-128)/128", "features": "pool_3"}
+                         "resize": "tf1-bilinear-299-float32-positions-x-then-y", "input": "uint8 (x-128)/128",
+                         "features": "pool_3"}
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -266,6 +267,10 @@ class Evaluator:
 
     def _measure(self, images: torch.Tensor) -> tuple:
         """(pool features, logits, digit images in [-1, 1]) of one chunk of uint8 images (None where unused)."""
+        # One memory layout whatever made the images: with one channel, a generator's output and a decoded dataset
+        # can both be "contiguous" with different strides, and convolutions choose their algorithm (and round-off)
+        # by the strides.
+        images = torch.empty_like(images, memory_format=torch.contiguous_format).copy_(images)
         pool, logit = self.extract(images) if self.extract is not None else (None, None)
         digits = images.float() / 127.5 - 1 if self.digits else None
         return pool, logit, digits
