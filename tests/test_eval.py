@@ -133,7 +133,7 @@ def test_eval_gen_scores_written_images_as_the_generator_that_wrote_them(snapsho
     assert record["reals"] == {"fid20": 12, "kid20": 12, "is20": 0, "pr20_full": 12, "dfid20": 12}
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["results"] == expected  # beside the folder
     code, _, err = _eval(capsys, "--gen", str(gen), *common[:3], "fid30")
-    assert code == 2 and err.strip() == "vitgan: error: metrics: 25 generated images given, fid30 needs 30"
+    assert code == 2 and err.strip() == f"vitgan: error: gen: {gen} holds 25 images, fid30 needs 30"
 
 
 def test_eval_gen_of_the_real_images_in_a_zip_scores_perfectly(digits, inception_weights, tmp_path, capsys):

@@ -146,17 +146,18 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if data_spec is None:
             raise ConfigError(f"data: {ckpt} does not say what it was trained on (no training_options.json); "
                               "give --data")
+    if args.gen is not None:  # read first: a short set is an error before any real image is measured
+        gen = load_data(args.gen, resolution=resolution, channels=channels)
+        largest = max(metrics, key=lambda m: m.num_gen)
+        if len(gen) < largest.num_gen:
+            raise ConfigError(f"gen: {args.gen} holds {len(gen):,} images, {largest.name} needs {largest.num_gen:,}")
     device = resolve_device(args.device)
     data = load_data(data_spec, resolution=resolution, channels=channels)
     start = time.time()
     evaluator = Evaluator(metrics, data, inception_path=args.inception, device=device, batch=args.batch,
                           max_real=args.max_real, cache=args.cache, progress=True,
                           log=lambda line: print(line, file=sys.stderr))
-    if args.gen is not None:
-        gen = load_data(args.gen, resolution=resolution, channels=channels)
-        results = evaluator.score_images(gen.images)
-    else:
-        results = evaluator(load(ckpt, device=device))
+    results = evaluator.score_images(gen.images) if args.gen is not None else evaluator(load(ckpt, device=device))
     record = {"results": results, **source, "data": data_spec,
               "num_real": len(data) if args.max_real is None else min(len(data), args.max_real),
               "reals": evaluator.num_real, "seconds": round(time.time() - start, 1)}
