@@ -24,6 +24,9 @@ def _torchvision_stand_in() -> dict[str, types.ModuleType]:
         module = types.ModuleType(name)
         module.__getattr__ = lambda attr, name=name: type(attr, (), {"__module__": name})  # any name imports
         modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(modules[parent], child, module)  # `import torchvision.transforms.functional as F` needs these
     return modules
 
 
