@@ -67,6 +67,8 @@ def test_eval_errors_are_one_line(snapshot, digits, tmp_path, capsys, monkeypatc
     assert code == 2 and err.startswith("vitgan: error: metrics:")
     code, _, err = _eval(capsys, "--ckpt", str(tmp_path / "none.safetensors"), "--metrics", "fid10")
     assert code == 2 and "none.safetensors" in err
+    code, _, err = _eval(capsys, "--ckpt", str(snapshot), "--data", str(digits), "--resolution", "64")
+    assert code == 2 and err.startswith("vitgan: error: resolution: --resolution and --channels are for --gen")
 
 
 def test_digit_fid_of_a_snapshot_on_the_bundled_digits(snapshot, capsys):

@@ -138,7 +138,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
         shape = image_shape(args.gen)
         resolution, channels = args.resolution or shape[0], args.channels or shape[1]
         data_spec, where, source = args.data, Path(args.gen).resolve().parent, {"gen": args.gen}
+        gen = load_data(args.gen, resolution=resolution, channels=channels)  # a short set fails before any real
+        largest = max(metrics, key=lambda m: m.num_gen)  # image is measured
+        if len(gen) < largest.num_gen:
+            raise ConfigError(f"gen: {args.gen} holds {len(gen):,} images, {largest.name} needs {largest.num_gen:,}")
     else:
+        if args.resolution is not None or args.channels is not None:
+            raise ConfigError("resolution: --resolution and --channels are for --gen; a generator has its own")
         ckpt = Path(args.ckpt)
         cfg, kimg, trained_on, where = _generator_info(ckpt)
         resolution, channels = cfg.resolution, cfg.channels
@@ -146,11 +152,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if data_spec is None:
             raise ConfigError(f"data: {ckpt} does not say what it was trained on (no training_options.json); "
                               "give --data")
-    if args.gen is not None:  # read first: a short set is an error before any real image is measured
-        gen = load_data(args.gen, resolution=resolution, channels=channels)
-        largest = max(metrics, key=lambda m: m.num_gen)
-        if len(gen) < largest.num_gen:
-            raise ConfigError(f"gen: {args.gen} holds {len(gen):,} images, {largest.name} needs {largest.num_gen:,}")
     device = resolve_device(args.device)
     data = load_data(data_spec, resolution=resolution, channels=channels)
     start = time.time()
