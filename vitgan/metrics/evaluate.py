@@ -110,10 +110,13 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vitgan").expanduser()
 
 
-def dataset_digest(images: torch.Tensor) -> str:
-    """sha256 of a uint8 image tensor's shape and pixels: the identity of a dataset's content."""
-    digest = hashlib.sha256(repr(tuple(images.shape)).encode())
-    digest.update(images.contiguous().numpy().tobytes())
+def dataset_digest(images: torch.Tensor, index: torch.Tensor | None = None) -> str:
+    """sha256 of the shape and pixels of the uint8 images `images[index]` (all: index None), the identity of a
+    dataset's content; read in chunks, so a subset of a large dataset is never copied whole."""
+    index = torch.arange(len(images)) if index is None else index
+    digest = hashlib.sha256(repr((len(index), *images.shape[1:])).encode())
+    for start in range(0, len(index), 4096):
+        digest.update(images[index[start:start + 4096]].contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -149,20 +152,20 @@ def reference_features(extract: InceptionFeatures, data: ImageData, *, count: in
     """Inception pool features (count, 2048) of the reals `real_subset` picks among the first `max_real` images of
     `data` (all of them: count None), in that subset's order; from the cache when there."""
     available = data.images[:max_real] if max_real else data.images
-    images = available[torch.from_numpy(real_subset(len(available), count or len(available)))]
-    key = {"format": _CACHE_FORMAT, "data": dataset_digest(images), **extract.protocol}
+    index = torch.from_numpy(real_subset(len(available), count or len(available)))
+    key = {"format": _CACHE_FORMAT, "data": dataset_digest(available, index), **extract.protocol}
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     label = re.sub(r"[^A-Za-z0-9_.]+", "_", data.name)
-    path = (cache or cache_dir()) / "reference" / f"{label}-{len(images)}-{name}.npy"
+    path = (cache or cache_dir()) / "reference" / f"{label}-{len(index)}-{name}.npy"
     if path.is_file():
         try:
             features = np.load(path, allow_pickle=False)
-            if features.shape == (len(images), inception.FEATURES):
+            if features.shape == (len(index), inception.FEATURES):
                 log(f"reference features of {data.name}: {path} (cached)")
                 return features
         except (OSError, ValueError):
             pass  # a damaged cache entry is recomputed and replaced
-    features = _features_of(extract, images, f"Inception features of {data.name}", progress)[0]
+    features = _features_of(extract, available, index, f"Inception features of {data.name}", progress)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: np.save(tmp, features, allow_pickle=False))
@@ -172,17 +175,15 @@ def reference_features(extract: InceptionFeatures, data: ImageData, *, count: in
     return features
 
 
-def _features_of(extract: InceptionFeatures, images: torch.Tensor, desc: str,
-                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(pool features, logits) of uint8 images, 1000 at a time, with a progress bar."""
-    feats, logits = [], []
-    with _progress(len(images), desc, progress) as bar:
-        for i in range(0, len(images), 1000):
-            pool, logit = extract(images[i:i + 1000])
-            feats.append(pool)
-            logits.append(logit)
-            bar.update(len(pool))
-    return np.concatenate(feats), np.concatenate(logits)
+def _features_of(extract: InceptionFeatures, images: torch.Tensor, index: torch.Tensor, desc: str,
+                 progress: bool) -> np.ndarray:
+    """Pool features of the uint8 images `images[index]`, 1000 at a time, with a progress bar."""
+    feats = []
+    with _progress(len(index), desc, progress) as bar:
+        for start in range(0, len(index), 1000):
+            feats.append(extract(images[index[start:start + 1000]])[0])
+            bar.update(len(feats[-1]))
+    return np.concatenate(feats)
 
 
 class Evaluator:
