@@ -26,14 +26,37 @@ def test_bad_override_is_a_one_line_error(capsys):
     assert not Path("unused-runs").exists()
 
 
-def test_readme_states_measured_parameter_counts():
+def test_readme_and_presets_state_the_parameter_counts_of_the_built_networks(capsys):
     readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert main(["presets"]) == 0  # counted on the meta device
+    listed = capsys.readouterr().out
     for name in presets.names():
         cfg = presets.get(name)
         g, d = count_parameters(Generator(cfg)), count_parameters(build_discriminator(cfg))
         row = re.search(rf"^\| `{name}` \|.*$", readme, re.MULTILINE)
         assert row, f"README has no row for preset {name}"
         assert f"{g:,}" in row.group(0) and f"{d:,}" in row.group(0), f"README counts for {name} are stale"
+        assert re.search(rf"^{name} .* G {g:,} params  D {d:,} params$", listed, re.MULTILINE), name
+
+
+def test_version_is_the_package_version(capsys):
+    from vitgan import __version__
+
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert re.search(r'^version = "(.*)"$', pyproject, re.MULTILINE).group(1) == __version__
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"vitgan {__version__}"
+
+
+def test_bench_help_names_the_preset_it_uses(capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    named = re.search(r"--preset PRESET .*?\(default: (\w+)\)", " ".join(capsys.readouterr().out.split())).group(1)
+    used = []
+    monkeypatch.setattr("vitgan.bench.run_benchmark", lambda cfg, preset, **kwargs: used.append(preset) or {})
+    assert main(["bench", "--precision", "fp32", "--device", "cpu"]) == 0
+    assert used == [named]
 
 
 def test_bench_prints_every_figure(capsys, tmp_path):

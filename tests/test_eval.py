@@ -43,10 +43,10 @@ def test_eval_writes_every_metric_and_reuses_the_reference_features(snapshot, di
     code, out, err = _eval(capsys, *args)
     assert code == 0, err
     record = json.loads(out)
-    assert set(record["results"]) == {"fid20", "kid20", "kid20_std", "is20", "is20_std", "pr20_precision",
+    assert set(record["results"]) == {"fid20", "kid20", "kid20_std", "is20_mean", "is20_std", "pr20_precision",
                                       "pr20_recall"}
     assert all(np.isfinite(v) for v in record["results"].values())
-    assert record["results"]["fid20"] > 0 and record["results"]["is20"] >= 1
+    assert record["results"]["fid20"] > 0 and record["results"]["is20_mean"] >= 1
     assert record["kimg"] == 1.0 and record["num_real"] == 12
     assert "computed, cached" in err
     code, out2, err = _eval(capsys, *args)
@@ -67,6 +67,8 @@ def test_eval_errors_are_one_line(snapshot, digits, tmp_path, capsys, monkeypatc
     assert code == 2 and err.startswith("vitgan: error: metrics:")
     code, _, err = _eval(capsys, "--ckpt", str(tmp_path / "none.safetensors"), "--metrics", "fid10")
     assert code == 2 and "none.safetensors" in err
+    code, _, err = _eval(capsys, "--ckpt", str(snapshot), "--data", str(digits), "--resolution", "64")
+    assert code == 2 and err.startswith("vitgan: error: resolution: --resolution and --channels are for --gen")
 
 
 def test_digit_fid_of_a_snapshot_on_the_bundled_digits(snapshot, capsys):
@@ -103,7 +105,7 @@ def test_metrics_during_training(tmp_path, digits, inception_weights):
     run = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "0.008", "--snap", "2", "--metrics", "fid10,is10",
                  "--metric-every", "2", "--inception", str(inception_weights))
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
-    assert [("fid10" in r, "is10" in r) for r in rows] == [(False, False), (True, True)]  # every 2nd tick
+    assert [("fid10" in r, "is10_mean" in r) for r in rows] == [(False, False), (True, True)]  # every 2nd tick
     assert (run / "metrics.png").is_file()
     assert "fid10" in (run / "log.txt").read_text()
 
@@ -113,3 +115,40 @@ def test_train_refuses_bad_metric_options(tmp_path, digits, capsys):
     assert main(["train", "--data", str(digits), "--outdir", str(tmp_path), *TINY, "--metric-every", "0"]) == 2
     err = capsys.readouterr().err
     assert "metrics:" in err and "metric_every:" in err
+
+
+def test_eval_gen_scores_written_images_as_the_generator_that_wrote_them(snapshot, digits, inception_weights,
+                                                                          tmp_path, capsys):
+    common = ["--data", str(digits), "--metrics", "fid20,kid20,is20,pr20_full,dfid20", "--inception",
+              str(inception_weights), "--cache", str(tmp_path / "cache"), "--batch", "10"]
+    code, out, err = _eval(capsys, "--ckpt", str(snapshot), *common)
+    assert code == 0, err
+    expected = json.loads(out)["results"]
+    gen = tmp_path / "gen"
+    assert main(["generate", "--ckpt", str(snapshot), "--seeds", "0-24", "--outdir", str(gen)]) == 0
+    (gen / "grid.png").unlink()  # seeds 0-24 remain; eval --gen takes the first 20 (sorted by name)
+    capsys.readouterr()
+    code, out, err = _eval(capsys, "--gen", str(gen), *common)
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["results"] == expected and record["gen"] == str(gen)
+    assert record["reals"] == {"fid20": 12, "kid20": 12, "is20": 0, "pr20_full": 12, "dfid20": 12}
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["results"] == expected  # beside the folder
+    code, _, err = _eval(capsys, "--gen", str(gen), *common[:3], "fid30")
+    assert code == 2 and err.strip() == f"vitgan: error: gen: {gen} holds 25 images, fid30 needs 30"
+
+
+def test_eval_gen_of_the_real_images_in_a_zip_scores_perfectly(digits, inception_weights, tmp_path, capsys):
+    from vitgan.data.prepare import prepare
+
+    zipped = tmp_path / "same.zip"
+    prepare(digits, zipped, channels=1, progress=False, log=lambda line: None)
+    code, out, err = _eval(capsys, "--gen", str(zipped), "--data", str(digits), "--metrics", "fid12,pr12",
+                           "--inception", str(inception_weights), "--batch", "6")
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    assert abs(results["fid12"]) < 1e-3 and results["pr12_precision"] == results["pr12_recall"] == 1
+    code, _, err = _eval(capsys, "--gen", str(zipped), "--metrics", "fid12")
+    assert code == 2 and err.startswith("vitgan: error: data: --gen needs --data")
+    code, _, err = _eval(capsys, "--metrics", "fid12", "--data", str(digits))
+    assert code == 2 and err.startswith("vitgan: error: ckpt: give either --ckpt")

@@ -31,27 +31,42 @@ def test_layout_matches_the_standard_weight_file():
     assert sum(p.numel() for p in InceptionV3().parameters()) == 23_834_568 + 8 * 2049
 
 
-def test_tf1_resize_against_its_formula():
+def _tf1_kernel(image: np.ndarray, out: int) -> np.ndarray:
+    """TF1's ResizeBilinear (align_corners=False), transcribed from resize_bilinear_op.cc in numpy float32:
+    scale = in / out in float32, in = float(i) * scale, lower = floor(in), upper = min(ceil(in), in - 1),
+    lerp = in - floor(in); compute_lerp interpolates the top and bottom rows along x, then along y."""
+    image = image.astype(np.float32)
+
+    def weights(n_in):
+        scale = np.float32(n_in) / np.float32(out)
+        pos = np.arange(out, dtype=np.float32) * scale
+        lower = np.floor(pos)
+        return lower.astype(int), np.minimum(np.ceil(pos).astype(int), n_in - 1), (pos - lower).astype(np.float32)
+
+    ys, xs = weights(image.shape[0]), weights(image.shape[1])
+    tl, tr = image[ys[0]][:, xs[0]], image[ys[0]][:, xs[1]]
+    bl, br = image[ys[1]][:, xs[0]], image[ys[1]][:, xs[1]]
+    top = tl + (tr - tl) * xs[2]
+    bottom = bl + (br - bl) * xs[2]
+    return top + (bottom - top) * ys[2][:, None]
+
+
+def test_tf1_resize_is_bit_exact_with_the_tf1_kernel():
     x = torch.arange(2.0).reshape(1, 1, 1, 2).expand(1, 1, 2, 2).contiguous() * 10  # columns 0, 10
-    out = tf1_resize_bilinear(x, 4)
     # TF1 (align_corners=False) samples column j at j * 2/4 = 0, 0.5, 1, 1.5 -> clamp at the last column
-    assert out[0, 0, 0].tolist() == [0.0, 5.0, 10.0, 10.0]
+    assert tf1_resize_bilinear(x, 4)[0, 0, 0].tolist() == [0.0, 5.0, 10.0, 10.0]
     rng = np.random.default_rng(0)
-    image = rng.uniform(0, 255, size=(5, 7))  # H 5, W 7: resized to 3 (down) and to 11 (up)
-    for size in (3, 11):
-        ref = np.empty((size, size))
-        for i in range(size):
-            for j in range(size):
-                sy, sx = i * 5 / size, j * 7 / size
-                y0, x0 = int(np.floor(sy)), int(np.floor(sx))
-                y1, x1 = min(y0 + 1, 4), min(x0 + 1, 6)
-                fy, fx = sy - y0, sx - x0
-                top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-                bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-                ref[i, j] = top * (1 - fy) + bottom * fy
-        got = tf1_resize_bilinear(torch.tensor(image)[None, None], size)[0, 0].numpy()
-        np.testing.assert_allclose(got, ref, atol=1e-9)
-    same = torch.tensor(image[:5, :5])[None, None]
+    for height, width, size in ((512, 512, 299), (8, 8, 299), (5, 7, 3), (5, 7, 11), (32, 32, 299)):
+        image = rng.integers(0, 256, size=(height, width)).astype(np.float32)
+        got = tf1_resize_bilinear(torch.from_numpy(image)[None, None], size)[0, 0].numpy()
+        assert np.array_equal(got, _tf1_kernel(image, size)), (height, width, size)
+    image = rng.integers(0, 256, size=(512, 512)).astype(np.float32)
+    pos64 = np.arange(299) * (512 / 299)  # float64 positions: what the test must tell apart (issue 16: up to 6e-3)
+    lower, frac = np.floor(pos64).astype(int), (pos64 - np.floor(pos64)).astype(np.float32)
+    rows = image[lower] + (image[np.minimum(lower + 1, 511)] - image[lower]) * frac[:, None]
+    as64 = rows[:, lower] + (rows[:, np.minimum(lower + 1, 511)] - rows[:, lower]) * frac
+    assert np.abs(as64 - _tf1_kernel(image, 299)).max() > 1e-3
+    same = torch.from_numpy(image[:5, :5])[None, None]
     assert torch.equal(tf1_resize_bilinear(same, 5), same)  # no change at the same size (no antialias, no offset)
 
 

@@ -8,7 +8,7 @@ import torch
 from vitgan.config import ConfigError
 from vitgan.data import ImageData, load_mnist5k
 from vitgan.metrics.digits import DigitFID, load_classifier
-from vitgan.metrics.evaluate import InceptionFeatures, Metric, parse_metrics, reference_features
+from vitgan.metrics.evaluate import InceptionFeatures, Metric, parse_metrics, real_subset, reference_features
 from vitgan.metrics.frechet import feature_statistics, frechet_distance
 from vitgan.metrics.inception import load_inception
 from vitgan.metrics.inception_score import inception_score
@@ -116,6 +116,22 @@ def test_inception_score_against_its_formula():
     assert mean == pytest.approx(np.mean(expected)) and std == pytest.approx(np.std(expected))
 
 
+def test_inception_score_splits_as_the_original_code():
+    # improved-gan's inception_score.py: part i = preds[i * N // splits:(i + 1) * N // splits]; for N = 13 and
+    # 10 splits the parts start at 0 1 2 3 5 6 7 9 10 11 (numpy's array_split: 0 2 4 6 7 8 9 10 11 12)
+    bounds = [0, 1, 2, 3, 5, 6, 7, 9, 10, 11, 13]
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(13, 5)) * 4
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    scores = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        part = p[lo:hi]
+        kl = (part * (np.log(part) - np.log(part.mean(0, keepdims=True)))).sum(1).mean()
+        scores.append(np.exp(kl))
+    mean, std = inception_score(logits)
+    assert mean == pytest.approx(np.mean(scores), rel=1e-12) and std == pytest.approx(np.std(scores), rel=1e-12)
+
+
 def _pr_bruteforce(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
     def radii(x):
         d = np.linalg.norm(x[:, None] - x[None], axis=2)
@@ -138,13 +154,32 @@ def test_precision_recall_against_brute_force_and_limits():
     assert precision_recall(real, real + 100, k=3) == (0.0, 0.0)
 
 
-def test_metric_names():
-    assert parse_metrics("fid50k, kid10k,is2000,pr50k,dfid5k") == [
-        Metric("fid50k", "fid", 50000), Metric("kid10k", "kid", 10000), Metric("is2000", "is", 2000),
-        Metric("pr50k", "pr", 50000), Metric("dfid5k", "dfid", 5000)]
-    for bad in ("fid", "fid0k", "ssim10k", "", "fid1k,fid1k", "is9", "pr3"):
+def test_metric_names_follow_stylegan2_ada():
+    m = {x.name: x for x in parse_metrics("fid50k_full,kid50k_full,pr50k3_full,is50k,fid50k,kid10k,pr20,dfid5k,"
+                                          "fid2000,pr5k10")}
+    assert m["fid50k_full"] == Metric("fid50k_full", "fid", 50000, full=True)
+    assert m["pr50k3_full"] == Metric("pr50k3_full", "pr", 50000, full=True, nhood=3)
+    assert m["pr5k10"].nhood == 10 and m["pr20"] == Metric("pr20", "pr", 20)
+    assert (m["is50k"].num_gen, m["fid2000"].num_gen, m["dfid5k"].num_gen) == (50000, 2000, 5000)
+    # reals, on CelebA (202,599 images) and CIFAR-10 (50,000), as StyleGAN2-ADA's metric_main.py
+    assert [m[k].num_real(202_599) for k in ("fid50k_full", "kid50k_full", "pr50k3_full", "is50k", "fid50k")] == [
+        202_599, 202_599, 200_000, 0, 50_000]
+    assert m["kid50k_full"].num_real(3_000_000) == 1_000_000
+    assert m["fid50k"].num_real(12) == 12 and m["kid10k"].num_real(50_000) == 10_000
+    assert m["is50k"].result_names() == ["is50k_mean", "is50k_std"]
+    assert m["pr50k3_full"].result_names() == ["pr50k3_full_precision", "pr50k3_full_recall"]
+    assert m["fid50k_full"].result_names() == ["fid50k_full"]
+    for bad in ("fid", "fid0k", "ssim10k", "", "fid1k,fid1k", "is9", "pr3", "is50k_full", "fid50k3", "fid50k_ful",
+                "pr2k3_full_x"):
         with pytest.raises(ConfigError, match="^metrics: "):
             parse_metrics(bad)
+
+
+def test_real_subsets_are_fixed_random_and_nested():
+    small, large = real_subset(1000, 10), real_subset(1000, 100)
+    assert np.array_equal(small, large[:10]) and len(set(large)) == 100
+    assert not np.array_equal(np.sort(large), np.arange(100))  # not the first 100
+    assert np.array_equal(np.sort(real_subset(50, 80)), np.arange(50))  # all of a smaller dataset
 
 
 # --- Inception metrics end to end, with random Inception weights made by the test ---

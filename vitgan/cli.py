@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vitgan import presets
+from vitgan import __version__, presets
 from vitgan.config import Config, ConfigError
 from vitgan.data import DataError
 from vitgan.metrics.inception import WEIGHTS_NAME, InceptionError
@@ -44,11 +44,16 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
+    import torch
+
     from vitgan.networks import Generator, build_discriminator, count_parameters
 
     for name in presets.names():
         cfg = presets.get(name)
-        g, d = count_parameters(Generator(cfg)), count_parameters(build_discriminator(cfg))
+        # Shapes only, on the meta device: no weight is allocated or initialised. Spectral normalisation adds
+        # buffers, not parameters, so D is counted without it (its power iterations are slow on meta tensors).
+        with torch.device("meta"):
+            g, d = count_parameters(Generator(cfg)), count_parameters(build_discriminator(cfg.replace(d_norm="none")))
         print(f"{name:10s} {cfg.resolution}x{cfg.resolution}x{cfg.channels}  G {g:,} params  D {d:,} params")
         if args.verbose:
             print(json.dumps(cfg.to_dict(), indent=2))
@@ -93,12 +98,31 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} images to {args.outdir}")
 
 
+def _generator_info(ckpt: Path) -> tuple[Config, float, str | None, Path]:
+    """(config, kimg, the data it was trained on if known, the folder for metrics.jsonl) of a network snapshot or an
+    exported folder."""
+    from vitgan.export import is_exported, read_pretrained
+    from vitgan.training.checkpoint import read_snapshot
+
+    if ckpt.is_dir():
+        if not is_exported(ckpt):
+            raise ConfigError(f"ckpt: {ckpt} is a folder without config.json (give a network-snapshot-*.safetensors "
+                              "file or a folder written by `vitgan export`)")
+        cfg, _, info = read_pretrained(ckpt)
+        return cfg, info.get("kimg") or 0.0, info.get("data"), ckpt
+    cfg, _, meta = read_snapshot(ckpt)
+    options = ckpt.parent / "training_options.json"
+    data = json.loads(options.read_text())["run"]["data"] if options.is_file() else None
+    return cfg, meta.get("cur_nimg", 0) / 1000, data, ckpt.parent
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     import time
 
+    from vitgan.data import image_shape
     from vitgan.data import load as load_data
     from vitgan.metrics.evaluate import Evaluator, parse_metrics
-    from vitgan.training.checkpoint import load, read_snapshot
+    from vitgan.training.checkpoint import load
     from vitgan.training.loop import resolve_device
 
     metrics = parse_metrics(args.metrics)
@@ -106,31 +130,55 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise ConfigError(f"batch: must be positive, got {args.batch}")
     if args.max_real is not None and args.max_real < 2:
         raise ConfigError(f"max_real: must be at least 2 images, got {args.max_real}")
-    ckpt = Path(args.ckpt)
-    cfg, _, meta = read_snapshot(ckpt)
-    data_spec = args.data
-    options = ckpt.parent / "training_options.json"
-    if data_spec is None and options.is_file():  # the data the run was trained on
-        data_spec = json.loads(options.read_text())["run"]["data"]
-    if data_spec is None:
-        raise ConfigError(f"data: {ckpt} has no training_options.json beside it; give --data")
+    if (args.ckpt is None) == (args.gen is None):
+        raise ConfigError("ckpt: give either --ckpt (a snapshot or an exported folder) or --gen (generated images)")
+    if args.gen is not None:
+        if args.data is None:
+            raise ConfigError("data: --gen needs --data, the real images to compare with")
+        shape = image_shape(args.gen)
+        resolution, channels = args.resolution or shape[0], args.channels or shape[1]
+        data_spec, where, source = args.data, Path(args.gen).resolve().parent, {"gen": args.gen}
+        gen = load_data(args.gen, resolution=resolution, channels=channels)  # a short set fails before any real
+        largest = max(metrics, key=lambda m: m.num_gen)  # image is measured
+        if len(gen) < largest.num_gen:
+            raise ConfigError(f"gen: {args.gen} holds {len(gen):,} images, {largest.name} needs {largest.num_gen:,}")
+    else:
+        if args.resolution is not None or args.channels is not None:
+            raise ConfigError("resolution: --resolution and --channels are for --gen; a generator has its own")
+        ckpt = Path(args.ckpt)
+        cfg, kimg, trained_on, where = _generator_info(ckpt)
+        resolution, channels = cfg.resolution, cfg.channels
+        data_spec, source = args.data or trained_on, {"snapshot": str(ckpt), "kimg": kimg}
+        if data_spec is None:
+            raise ConfigError(f"data: {ckpt} does not say what it was trained on (no training_options.json); "
+                              "give --data")
     device = resolve_device(args.device)
-    data = load_data(data_spec, resolution=cfg.resolution, channels=cfg.channels)
+    data = load_data(data_spec, resolution=resolution, channels=channels)
     start = time.time()
     evaluator = Evaluator(metrics, data, inception_path=args.inception, device=device, batch=args.batch,
                           max_real=args.max_real, cache=args.cache, progress=True,
                           log=lambda line: print(line, file=sys.stderr))
-    results = evaluator(load(ckpt, device=device))
-    record = {"results": results, "snapshot": str(ckpt), "kimg": meta.get("cur_nimg", 0) / 1000, "data": data_spec,
+    results = evaluator.score_images(gen.images) if args.gen is not None else evaluator(load(ckpt, device=device))
+    record = {"results": results, **source, "data": data_spec,
               "num_real": len(data) if args.max_real is None else min(len(data), args.max_real),
-              "seconds": round(time.time() - start, 1)}
+              "reals": evaluator.num_real, "seconds": round(time.time() - start, 1)}
     line = json.dumps(record)
     print(line)
     try:
-        with open(ckpt.parent / "metrics.jsonl", "a") as f:
+        with open(where / "metrics.jsonl", "a") as f:
             f.write(line + "\n")
     except OSError as error:
-        print(f"vitgan: warning: results not appended to {ckpt.parent / 'metrics.jsonl'} ({error})", file=sys.stderr)
+        print(f"vitgan: warning: results not appended to {where / 'metrics.jsonl'} ({error})", file=sys.stderr)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from vitgan.export import export
+
+    out = export(args.source, args.out)
+    print(f"exported to {out}: config.json, model.safetensors, README.md, samples.png")
+
+
+BENCH_PRESET = "cifar10"  # bench's default preset (train's is mnist)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -139,7 +187,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from vitgan.bench import run_benchmark
     from vitgan.training.loop import resolve_device, resolve_precision
 
-    preset = args.preset or "cifar10"
+    preset = args.preset or BENCH_PRESET
     cfg = presets.get(preset, **overrides_from_args(args))
     if args.repeats < 1:
         raise ConfigError(f"repeats: must be positive, got {args.repeats}")
@@ -196,6 +244,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitgan", description="ViTGAN: GANs with Vision Transformers.")
+    parser.add_argument("--version", action="version", version=f"vitgan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("presets", help="list the named configurations with their parameter counts")
@@ -237,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="write images from a network snapshot",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="a network-snapshot-*.safetensors file")
+    p.add_argument("--ckpt", required=True, help="a network-snapshot-*.safetensors file, or a folder written by "
+                   "`vitgan export`")
     p.add_argument("--seeds", default="0-63", help="latent seeds, e.g. 0-63 or 1,5,9")
     p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (1 = none)")
     p.add_argument("--interpolate", action="store_true", help="also interpolate between consecutive seeds")
@@ -252,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time D, G and a training iteration against a standard ViT and the GEMM rate",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(p)
+    for action in p._actions:  # bench's own default preset
+        if action.dest == "preset":
+            action.help = f"named configuration: {', '.join(presets.names())} (default: {BENCH_PRESET})"
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="as for train")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--compile", action="store_true", help="torch.compile G and D (and the standard ViT)")
@@ -287,12 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "raw records")
     p.set_defaults(func=cmd_ablate)
 
-    p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot",
+    p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot, "
+                       "an exported generator, or a folder/zip of generated images",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="a network-snapshot-*.safetensors file (its EMA generator is used)")
-    p.add_argument("--data", help="the real images: 'mnist', or a dataset path (default: the run's training data)")
-    p.add_argument("--metrics", default="fid50k", help="comma-separated: fid50k, kid50k, is50k, pr50k, dfid5k, "
-                   "or other counts (fid10k, is2000)")
+    p.add_argument("--ckpt", help="a network-snapshot-*.safetensors file or an exported folder (its EMA generator)")
+    p.add_argument("--gen", help="instead of --ckpt: generated images, in any form --data takes (a folder, a zip, "
+                   "...); the first N are scored")
+    p.add_argument("--data", help="the real images: 'mnist', or a dataset path (default with --ckpt: the data it "
+                   "was trained on)")
+    p.add_argument("--metrics", default="fid50k_full", help="comma-separated StyleGAN2-ADA names: fid50k_full, "
+                   "kid50k_full, pr50k3_full, is50k, fid50k (50k reals), other counts (fid10k_full, is2000), dfid5k")
+    p.add_argument("--resolution", type=int, help="with --gen: the side both image sets are resized to (default: "
+                   "the first generated image's)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="with --gen: 1 or 3 (default: 1 if the first "
+                   "generated image is grayscale)")
     p.add_argument("--inception", help=f"the {WEIGHTS_NAME} file (default: $VITGAN_INCEPTION, then the "
                    "torch hub cache, downloaded there when missing)")
     p.add_argument("--cache", help="folder of cached reference features (default: $VITGAN_CACHE or ~/.cache/vitgan)")
@@ -300,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="write a snapshot's EMA generator as config.json + model.safetensors + model "
+                       "card, to share (Generator.from_pretrained, push_to_hub)")
+    p.add_argument("source", help="a network-snapshot-*.safetensors file, or a run folder (its newest snapshot)")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -10,8 +10,8 @@ prepare.py   `prepare`: a source written as one zip of PNGs with dataset.json (`
 
 from vitgan.data.builtin import load_mnist5k, mnist5k_path
 from vitgan.data.dataset import DataError, ImageData
-from vitgan.data.loader import load, load_source
+from vitgan.data.loader import image_shape, load, load_source
 from vitgan.data.sources import IMAGE_SUFFIXES, open_source
 
-__all__ = ["IMAGE_SUFFIXES", "DataError", "ImageData", "load", "load_mnist5k", "load_source", "mnist5k_path",
-           "open_source"]
+__all__ = ["IMAGE_SUFFIXES", "DataError", "ImageData", "image_shape", "load", "load_mnist5k", "load_source",
+           "mnist5k_path", "open_source"]

@@ -10,7 +10,7 @@ import torch
 
 from vitgan.data.builtin import load_mnist5k
 from vitgan.data.dataset import DataError, ImageData
-from vitgan.data.pixels import BadFiles, log_stderr, scan, to_pixels
+from vitgan.data.pixels import BadFiles, BadImage, decode, log_stderr, scan, to_pixels
 from vitgan.data.sources import Source, open_source
 
 
@@ -48,3 +48,21 @@ def load(spec: str, *, resolution: int, channels: int, skip_bad: bool = False,
         expected = f"{channels}x{resolution}x{resolution}"
         raise DataError(f"{spec}: images are {shape} (CxHxW) but the config expects {expected}")
     return data
+
+
+def image_shape(spec: str) -> tuple[int, int]:
+    """(side, channels) that `load` keeps a source's images at: the side of its first image's centre crop, and 1 for
+    a grayscale first image, else 3."""
+    if spec == "mnist":
+        return 32, 1
+    source = open_source(spec)
+    for item in source:
+        try:
+            if isinstance(item.data, BadImage):
+                raise item.data
+            image = decode(item.data)
+        except BadImage as error:
+            raise DataError(f"{item.name}: {error}") from None
+        gray = image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
+        return source.crop_size or min(image.size), 1 if gray else 3
+    raise DataError(f"{source.path}: no images found in this {source.kind} source")

@@ -1,10 +1,15 @@
-"""Evaluating a generator: metric names, features of real and generated images, cached reference features.
+"""Evaluating a generator or a set of images: metric names, features of real and generated images, cached reference
+features.
 
-Metric names are `<kind><count>[k]`: fid50k, kid50k, is50k, pr50k, dfid5k (and fid10k, fid2000, ...), where the count
-is the number of generated images (latent seeds 0..count-1, psi 1, quantised to uint8 as a PNG would be). The real
-side of fid/kid/pr is the whole dataset (at most `max_real` images); its Inception features are cached on disk in
-`cache_dir()/reference/`, keyed by the pixels of the dataset, the Inception weights' checksum and the protocol, so
-a second evaluation on the same data skips them and any change of the data recomputes them.
+Metric names follow StyleGAN2-ADA (`metric_main.py`): `<kind><count>[k][<neighbourhood>][_full]`, e.g. fid50k_full,
+kid50k_full, pr50k3_full, is50k, fid50k, dfid5k. The count is the number of generated images (latent seeds
+0..count-1, psi 1, quantised to uint8 as a PNG would be). The real side of fid/kid/pr/dfid:
+- with `_full`: the whole dataset (kid at most 1,000,000 images, pr at most 200,000, as StyleGAN2-ADA);
+- without: as many real images as generated ones (fid50k: 50,000 reals), all of them when the dataset is smaller.
+Where fewer reals than the dataset holds are used, they are a fixed random subset (the first ones of a seed-0
+permutation of the dataset, so a smaller subset is part of a larger one). Reference features of the reals are cached
+on disk in `cache_dir()/reference/`, keyed by their pixels, the Inception weights' checksum and the protocol, so a
+second evaluation on the same data skips them and any change of the data recomputes them.
 """
 
 from __future__ import annotations
@@ -34,42 +39,70 @@ from vitgan.sampling import latents
 from vitgan.training.distributed import World, barrier, gather
 
 KINDS = {
-    "fid": "Frechet Inception distance, generated vs all reals",
-    "kid": "kernel Inception distance (100 subsets of <= 1000), generated vs all reals",
-    "is": "Inception score, 10 splits",
-    "pr": "precision and recall, k = 3, generated vs as many reals",
+    "fid": "Frechet Inception distance",
+    "kid": "kernel Inception distance (100 subsets of <= 1000)",
+    "is": "Inception score, 10 splits (no real images)",
+    "pr": "precision and recall with a k-NN neighbourhood (pr50k3: k = 3)",
     "dfid": "digit FID (the shipped digit classifier's features), 32x32 digits only",
 }
 INCEPTION_KINDS = {"fid", "kid", "is", "pr"}
 MIN_COUNT = {"fid": 2, "kid": 2, "is": 10, "pr": 4, "dfid": 2}  # covariance, a pair, 10 splits, k = 3 neighbours
+FULL_MAX_REAL = {"fid": None, "kid": 1_000_000, "pr": 200_000, "dfid": None}  # StyleGAN2-ADA's caps for `_full`
+REAL_SUBSET_SEED = 0
 CACHE_ENV = "VITGAN_CACHE"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: the reals in the order of the seed-0 permutation; the bit-exact TF1 resize
+_NAME = re.compile(r"(fid|kid|is|pr|dfid)(\d+)(?:(k)(\d*))?(_full)?")
 
 
 @dataclass(frozen=True)
 class Metric:
-    name: str  # as written: fid50k
+    name: str  # as written: fid50k_full
     kind: str  # fid | kid | is | pr | dfid
     num_gen: int  # generated images
+    full: bool = False  # reals: the whole dataset (with the kind's cap), else as many as generated
+    nhood: int = 3  # pr: the k of the k-NN balls
+
+    def num_real(self, available: int) -> int:
+        """How many real images this metric compares with when the dataset has `available`."""
+        if self.kind == "is":
+            return 0
+        cap = FULL_MAX_REAL[self.kind] if self.full else self.num_gen
+        return available if cap is None else min(cap, available)
+
+    def result_names(self) -> list[str]:
+        """The keys of its results, as StyleGAN2-ADA writes them (kid adds its spread over subsets)."""
+        return {"fid": [self.name], "dfid": [self.name], "kid": [self.name, f"{self.name}_std"],
+                "is": [f"{self.name}_mean", f"{self.name}_std"],
+                "pr": [f"{self.name}_precision", f"{self.name}_recall"]}[self.kind]
 
 
 def parse_metrics(text: str) -> list[Metric]:
-    """'fid50k,kid10k' -> [Metric('fid50k', 'fid', 50000), Metric('kid10k', 'kid', 10000)]."""
+    """'fid50k_full,pr50k3_full,is50k' -> [Metric('fid50k_full', 'fid', 50000, full=True), ...]."""
     metrics = []
     for name in filter(None, (part.strip() for part in text.split(","))):
-        m = re.fullmatch(r"(fid|kid|is|pr|dfid)(\d+)(k?)", name)
-        if m is None:
-            raise ConfigError(f"metrics: {name!r} is not <kind><count>[k] with kind one of {', '.join(KINDS)} "
-                              "(e.g. fid50k)")
-        metric = Metric(name, m.group(1), int(m.group(2)) * (1000 if m.group(3) else 1))
-        if metric.num_gen < MIN_COUNT[metric.kind]:
-            raise ConfigError(f"metrics: {name} needs at least {MIN_COUNT[metric.kind]} generated images")
+        m = _NAME.fullmatch(name)
+        if m is None or (m.group(4) and m.group(1) != "pr"):
+            raise ConfigError(f"metrics: {name!r} is not <kind><count>[k][_full] with kind one of {', '.join(KINDS)} "
+                              "(e.g. fid50k_full, kid50k_full, pr50k3_full, is50k, fid50k)")
+        kind, full = m.group(1), m.group(5) is not None
+        if kind == "is" and full:
+            raise ConfigError(f"metrics: {name}: IS uses no real images, so it has no _full form (use is{name[2:-5]})")
+        metric = Metric(name, kind, int(m.group(2)) * (1000 if m.group(3) else 1), full, int(m.group(4) or 3))
+        if metric.num_gen < max(MIN_COUNT[kind], metric.nhood + 1):
+            raise ConfigError(f"metrics: {name} needs at least {max(MIN_COUNT[kind], metric.nhood + 1)} generated "
+                              "images")
         metrics.append(metric)
     if not metrics:
-        raise ConfigError("metrics: no metric named (e.g. fid50k,kid50k,is50k,pr50k)")
+        raise ConfigError("metrics: no metric named (e.g. fid50k_full,kid50k_full,pr50k3_full,is50k)")
     if len({m.name for m in metrics}) != len(metrics):
         raise ConfigError(f"metrics: {text!r} names a metric twice")
     return metrics
+
+
+def real_subset(available: int, count: int) -> np.ndarray:
+    """Indices of the `count` reals a metric uses out of `available`: the first `count` of a seed-0 permutation
+    (all of them, in that order, when count >= available), so every smaller subset is part of a larger one."""
+    return np.random.default_rng(REAL_SUBSET_SEED).permutation(available)[:count]
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
@@ -77,10 +110,13 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vitgan").expanduser()
 
 
-def dataset_digest(images: torch.Tensor) -> str:
-    """sha256 of a uint8 image tensor's shape and pixels: the identity of a dataset's content."""
-    digest = hashlib.sha256(repr(tuple(images.shape)).encode())
-    digest.update(images.contiguous().numpy().tobytes())
+def dataset_digest(images: torch.Tensor, index: torch.Tensor | None = None) -> str:
+    """sha256 of the shape and pixels of the uint8 images `images[index]` (all: index None), the identity of a
+    dataset's content; read in chunks, so a subset of a large dataset is never copied whole."""
+    index = torch.arange(len(images)) if index is None else index
+    digest = hashlib.sha256(repr((len(index), *images.shape[1:])).encode())
+    for start in range(0, len(index), 4096):
+        digest.update(images[index[start:start + 4096]].contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -91,7 +127,8 @@ class InceptionFeatures:
         self.net, self.batch = net, batch
         self.device = next(net.parameters()).device
         self.protocol = {"graph": "inception-2015-12-05", "weights_sha256": weights_sha256,
-                         "resize": "tf1-bilinear-299-no-antialias", "input": "uint8 (x-128)/128", "features": "pool_3"}
+                         "resize": "tf1-bilinear-299-float32-positions-x-then-y", "input": "uint8 (x-128)/128",
+                         "features": "pool_3"}
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -109,29 +146,26 @@ def _progress(total: int, desc: str, enabled: bool):  # noqa: ANN202 - a tqdm ba
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True, leave=False, mininterval=1)
 
 
-def reference_features(extract: InceptionFeatures, data: ImageData, *, max_real: int | None = None,
-                       cache: Path | None = None, progress: bool = False,
+def reference_features(extract: InceptionFeatures, data: ImageData, *, count: int | None = None,
+                       max_real: int | None = None, cache: Path | None = None, progress: bool = False,
                        log: Callable[[str], None] = print) -> np.ndarray:
-    """Inception pool features (N, 2048) of the first `max_real` images of `data`, from the cache when there."""
-    images = data.images[:max_real] if max_real else data.images
-    key = {"format": _CACHE_FORMAT, "data": dataset_digest(images), **extract.protocol}
+    """Inception pool features (count, 2048) of the reals `real_subset` picks among the first `max_real` images of
+    `data` (all of them: count None), in that subset's order; from the cache when there."""
+    available = data.images[:max_real] if max_real else data.images
+    index = torch.from_numpy(real_subset(len(available), count or len(available)))
+    key = {"format": _CACHE_FORMAT, "data": dataset_digest(available, index), **extract.protocol}
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     label = re.sub(r"[^A-Za-z0-9_.]+", "_", data.name)
-    path = (cache or cache_dir()) / "reference" / f"{label}-{len(images)}-{name}.npy"
+    path = (cache or cache_dir()) / "reference" / f"{label}-{len(index)}-{name}.npy"
     if path.is_file():
         try:
             features = np.load(path, allow_pickle=False)
-            if features.shape == (len(images), inception.FEATURES):
+            if features.shape == (len(index), inception.FEATURES):
                 log(f"reference features of {data.name}: {path} (cached)")
                 return features
         except (OSError, ValueError):
             pass  # a damaged cache entry is recomputed and replaced
-    feats = []
-    with _progress(len(images), f"Inception features of {data.name}", progress) as bar:
-        for i in range(0, len(images), 1000):
-            feats.append(extract(images[i:i + 1000])[0])
-            bar.update(len(feats[-1]))
-    features = np.concatenate(feats)
+    features = _features_of(extract, available, index, f"Inception features of {data.name}", progress)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: np.save(tmp, features, allow_pickle=False))
@@ -141,11 +175,23 @@ def reference_features(extract: InceptionFeatures, data: ImageData, *, max_real:
     return features
 
 
+def _features_of(extract: InceptionFeatures, images: torch.Tensor, index: torch.Tensor, desc: str,
+                 progress: bool) -> np.ndarray:
+    """Pool features of the uint8 images `images[index]`, 1000 at a time, with a progress bar."""
+    feats = []
+    with _progress(len(index), desc, progress) as bar:
+        for start in range(0, len(index), 1000):
+            feats.append(extract(images[index[start:start + 1000]])[0])
+            bar.update(len(feats[-1]))
+    return np.concatenate(feats)
+
+
 class Evaluator:
-    """Computes the given metrics for a generator against `data`; built once, called per snapshot or tick.
+    """Computes the given metrics against `data` for a generator (`evaluator(G)`) or for a set of generated images
+    (`evaluator.score_images(uint8 images)`); built once, called per snapshot or tick.
 
     Inception is loaded (and the reference features computed or read from the cache) only when an Inception metric
-    is asked for; `dfid` needs 1x32x32 data.
+    is asked for; `dfid` needs 1x32x32 data. `max_real` limits the dataset to its first images before any subset.
     """
 
     def __init__(self, metrics: list[Metric], data: ImageData, *, inception_path: str | None = None,
@@ -154,63 +200,100 @@ class Evaluator:
                  log: Callable[[str], None] = print, world: World | None = None) -> None:
         self.metrics, self.batch, self.progress = metrics, batch, progress
         world = self.world = world or World()
+        available = min(len(data), max_real or len(data))
+        self.num_gen = max(m.num_gen for m in metrics)
+        self.num_real = {m.name: m.num_real(available) for m in metrics}  # reals per metric
         kinds = {m.kind for m in metrics}
         self.extract: InceptionFeatures | None = None
-        self.real: np.ndarray | None = None
+        self.real: np.ndarray | None = None  # the reals' features in real_subset order: a metric uses the first ones
+        self._real_stats: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if kinds & INCEPTION_KINDS:
             weights = inception.weights_path(inception_path)
             net = inception.load_inception(weights, device=device)
             self.extract = InceptionFeatures(net, weights_sha256=inception.sha256_file(weights), batch=batch)
             if kinds & {"fid", "kid", "pr"}:
+                count = max(self.num_real[m.name] for m in metrics if m.kind in ("fid", "kid", "pr"))
                 if not world.is_main:
                     barrier(world)  # rank 0 computes the reference features and caches them; the others read them
-                self.real = reference_features(self.extract, data, max_real=max_real, cache=cache_dir(cache),
-                                               progress=progress, log=log)
+                self.real = reference_features(self.extract, data, count=count, max_real=max_real,
+                                               cache=cache_dir(cache), progress=progress, log=log)
                 if world.is_main:
                     barrier(world)
-                self.real_mu, self.real_sigma = feature_statistics(self.real)
-        self.digits = None
+        self.digits: dict[int, object] = {}  # reals -> DigitFID against that many
         if "dfid" in kinds:
             if tuple(data.images.shape[1:]) != (1, 32, 32):
                 shape = "x".join(map(str, data.images.shape[1:]))
                 raise ConfigError(f"metrics: dfid needs 1x32x32 digits, the data's images are {shape}")
-            from vitgan.metrics.digits import DigitFID
+            from vitgan.metrics.digits import DigitFID, load_classifier
 
-            self.digits = DigitFID.of(data)
+            net = load_classifier()
+            for n in {self.num_real[m.name] for m in metrics if m.kind == "dfid"}:
+                reals = data.batch(torch.from_numpy(real_subset(available, n)))
+                self.digits[n] = DigitFID(reals, net)
+
+    def _fid(self, fake: np.ndarray, num_real: int) -> float:
+        if num_real not in self._real_stats:
+            self._real_stats[num_real] = feature_statistics(self.real[:num_real])
+        return frechet_distance(*feature_statistics(fake), *self._real_stats[num_real])
 
     @torch.no_grad()
     def __call__(self, generator: nn.Module) -> dict[str, float]:
-        """{metric name (and name_std / name_precision / name_recall): value} for the generator in eval mode."""
-        count = max(m.num_gen for m in self.metrics)
+        """The results (see `Metric.result_names`) of the generator in eval mode, on latent seeds 0..N-1."""
         device = next(generator.parameters()).device
         world, step = self.world, self.batch * self.world.size
         chunks: dict[int, tuple] = {}  # first seed -> (features, logits, digit images) of this rank's chunks
-        with _progress(count, "generating and measuring", self.progress and world.is_main) as bar:
-            for start in range(world.rank * self.batch, count, step):  # the ranks take turns, chunk by chunk
-                z = latents(range(start, min(start + self.batch, count)), generator.z_dim).to(device)
+        with _progress(self.num_gen, "generating and measuring", self.progress and world.is_main) as bar:
+            for start in range(world.rank * self.batch, self.num_gen, step):  # the ranks take turns, chunk by chunk
+                z = latents(range(start, min(start + self.batch, self.num_gen)), generator.z_dim).to(device)
                 images = quantize(generator(z).float()).cpu()  # (B, C, H, W) uint8, as saved images would be
-                pool, logit = self.extract(images) if self.extract is not None else (None, None)
-                digits = images.float() / 127.5 - 1 if self.digits is not None else None
-                chunks[start] = (pool, logit, digits)
+                chunks[start] = self._measure(images)
                 bar.update(len(images) * world.size)
         for other in gather(chunks, world):  # every rank ends with every chunk, in seed order
             chunks.update(other)
-        ordered = [chunks[start] for start in sorted(chunks)]
-        fake = np.concatenate([c[0] for c in ordered]) if self.extract is not None else None
-        fake_logits = np.concatenate([c[1] for c in ordered]) if self.extract is not None else None
-        digits = [c[2] for c in ordered]
+        return self._results([chunks[start] for start in sorted(chunks)])
+
+    @torch.no_grad()
+    def score_images(self, images: torch.Tensor) -> dict[str, float]:
+        """The results for generated images (N, C, H, W) uint8, N >= the largest count: the first ones are used."""
+        if len(images) < self.num_gen:
+            raise ConfigError(f"metrics: {len(images)} generated images given, "
+                              f"{max(self.metrics, key=lambda m: m.num_gen).name} needs {self.num_gen}")
+        chunks = []
+        with _progress(self.num_gen, "measuring", self.progress) as bar:
+            for start in range(0, self.num_gen, self.batch):
+                part = images[start:min(start + self.batch, self.num_gen)]
+                chunks.append(self._measure(part))
+                bar.update(len(part))
+        return self._results(chunks)
+
+    def _measure(self, images: torch.Tensor) -> tuple:
+        """(pool features, logits, digit images in [-1, 1]) of one chunk of uint8 images (None where unused)."""
+        # One memory layout whatever made the images: with one channel, a generator's output and a decoded dataset
+        # can both be "contiguous" with different strides, and convolutions choose their algorithm (and round-off)
+        # by the strides.
+        images = torch.empty_like(images, memory_format=torch.contiguous_format).copy_(images)
+        pool, logit = self.extract(images) if self.extract is not None else (None, None)
+        digits = images.float() / 127.5 - 1 if self.digits else None
+        return pool, logit, digits
+
+    def _results(self, chunks: list[tuple]) -> dict[str, float]:
+        fake = np.concatenate([c[0] for c in chunks]) if self.extract is not None else None
+        fake_logits = np.concatenate([c[1] for c in chunks]) if self.extract is not None else None
+        digits = torch.cat([c[2] for c in chunks]) if self.digits else None
         results: dict[str, float] = {}
         for m in self.metrics:
-            n = m.num_gen
+            n, r = m.num_gen, self.num_real[m.name]
+            keys = m.result_names()
             if m.kind == "fid":
-                results[m.name] = frechet_distance(*feature_statistics(fake[:n]), self.real_mu, self.real_sigma)
+                values = [self._fid(fake[:n], r)]
             elif m.kind == "kid":
-                results[m.name], results[f"{m.name}_std"] = kernel_inception_distance(self.real, fake[:n])
+                values = kernel_inception_distance(self.real[:r], fake[:n])
             elif m.kind == "is":
-                results[m.name], results[f"{m.name}_std"] = inception_score(fake_logits[:n])
+                values = inception_score(fake_logits[:n])
             elif m.kind == "pr":
-                real = self.real[np.random.default_rng(0).permutation(len(self.real))[:n]]
-                results[f"{m.name}_precision"], results[f"{m.name}_recall"] = precision_recall(real, fake[:n])
+                values = precision_recall(self.real[:r], fake[:n], k=m.nhood)
             else:  # dfid
-                results[m.name] = self.digits(torch.cat(digits)[:n])["digit_fid"]
+                values = [self.digits[r](digits[:n])["digit_fid"]]
+            results.update(zip(keys, values, strict=True))
         return results
+

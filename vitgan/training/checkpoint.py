@@ -129,9 +129,16 @@ def read_snapshot(path: str | Path) -> tuple[Config, dict[str, dict[str, torch.T
 
 
 def load(path: str | Path, *, network: str = "G_ema", device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a network (G_ema by default; also G or D) from a network snapshot, in eval mode. No pickle involved."""
+    """Rebuild a network (G_ema by default; also G or D) from a network snapshot, or G_ema from an exported folder
+    (`vitgan export`), in eval mode. No pickle involved."""
     from vitgan.networks import Generator, build_discriminator
 
+    if Path(path).is_dir():
+        from vitgan.export import load_pretrained
+
+        if network != "G_ema":
+            raise CheckpointError(f"{path}: an exported folder holds G_ema only, not {network!r}")
+        return load_pretrained(path, device=device)
     cfg, states, _ = read_snapshot(path)
     if network not in states:
         raise CheckpointError(f"{path}: has no network {network!r} (it has {', '.join(states)})")

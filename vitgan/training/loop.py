@@ -70,7 +70,7 @@ class RunOptions:
     compile: bool = False  # run G and D through torch.compile
     batch_gpu: int | None = None  # images per device per round (default: the batch over the ranks, one round)
     dist_timeout: float = 600.0  # seconds a collective waits for a lost rank before the job fails
-    metrics: str | None = None  # e.g. "fid10k,kid10k" (vitgan.metrics.evaluate), measured on the EMA generator
+    metrics: str | None = None  # e.g. "fid10k_full,kid10k_full" (StyleGAN2-ADA names, vitgan eval), of the EMA G
     metric_every: int = 1  # ticks between metric evaluations (and at the end)
     inception: str | None = None  # the Inception weights file (default: $VITGAN_INCEPTION or the torch hub cache)
 
