@@ -30,6 +30,6 @@ cp "$run/stats.jsonl" "$out/train-stats.jsonl"
 cp "$(ls "$run"/fakes-*.png | tail -n 1)" "$out/fakes.png"
 if [ -n "${VITGAN_INCEPTION:-}" ]; then
   $py -m vitgan eval --ckpt "$(ls "$run"/network-snapshot-*.safetensors | tail -n 1)" --data "$tmp/digits" \
-      --metrics fid10k --device cuda | tee "$out/eval.jsonl"
+      --metrics fid10k_full --device cuda | tee "$out/eval.jsonl"
 fi
 $py benchmarks/gpu_check.py summary "$out" "$run"
