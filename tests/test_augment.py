@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from vitgan.config import AUGMENT_OPS
 from vitgan.training.augment import AUGMENTS, cutout, diff_augment, parse_policy, shift
 
 
@@ -65,3 +66,4 @@ def test_policy_parsing():
     assert parse_policy("") == []
     with pytest.raises(ValueError, match="unknown augmentation 'flip'"):
         parse_policy("color,flip")
+    assert tuple(AUGMENTS) == AUGMENT_OPS  # the ops Config accepts are exactly the ops implemented

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from vitgan.config import parse_policy
+
 
 class Draws:
     """Random numbers for rows [start, start + n) of a batch of `total` samples (default: the whole batch of n).
@@ -103,21 +105,13 @@ def scale(x: torch.Tensor, generator: Randomness = None, std: float = 0.2) -> to
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+# the ops Config's `augment` may name (config.AUGMENT_OPS, the same names in the same order: tests/test_augment.py)
 AUGMENTS: dict[str, Callable[..., torch.Tensor]] = {
     "color": color,
     "translation": translation,
     "cutout": cutout,
     "scale": scale,
 }
-
-
-def parse_policy(policy: str) -> list[str]:
-    """'color,translation' -> ['color', 'translation']; '' -> []. Raises ValueError on an unknown op."""
-    names = [name.strip() for name in policy.split(",") if name.strip()]
-    for name in names:
-        if name not in AUGMENTS:
-            raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENTS)}")
-    return names
 
 
 def diff_augment(x: torch.Tensor, policy: str, p: float = 0.8,

@@ -18,7 +18,6 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,98 +34,18 @@ from vitgan.nn.spectral import largest_singular_values
 from vitgan.sampling import generate, latents
 from vitgan.training import checkpoint, distributed
 from vitgan.training.augment import Draws, diff_augment, translation
+from vitgan.training.device import resolve_device, resolve_precision
 from vitgan.training.distributed import World, average_gradients, mean_over_ranks
 from vitgan.training.loss import consistency_penalty, d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from vitgan.training.options import MAX_ROLLBACKS, ROLLBACK_LR_FACTOR, RunOptions
 
 GRID_SEEDS = range(64)
-MAX_ROLLBACKS = 3  # --nan-policy rollback gives up after this many rollbacks in one run
-ROLLBACK_LR_FACTOR = 0.5  # each rollback multiplies both learning rates by this
 _SHOWN = ("loss_d", "loss_g", "bcr", "r1", "logits_real", "logits_fake", "g_z_std", "digit_fid", "classes")
 DIGIT_FID_SEEDS = range(1_000_000, 1_001_000)  # 1,000 fixed latents for the per-tick digit FID
 
 # Fields that may differ when resuming: the schedule and the regularisation weights, not the networks.
 RESUMABLE_FIELDS = {"kimg", "batch", "g_lr", "d_lr", "augment", "augment_p", "bcr_real", "bcr_fake", "bcr_shift",
                     "r1_gamma", "r1_interval", "ema_kimg", "ema_rampup"}
-
-
-@dataclass
-class RunOptions:
-    """What a run needs besides the Config: where the data and outputs are, and how to run."""
-
-    preset: str = "mnist"
-    data: str = "mnist"
-    outdir: str = "runs"
-    seed: int = 0
-    resume: str | None = None  # the training-state file resumed from (the CLI resolves a folder or `auto` to it)
-    precision: str = "auto"  # fp32 | bf16 | auto (bf16 where the hardware has bf16 matrix units)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    minutes: float | None = None  # stop after this wall-clock budget (a final snapshot is still written)
-    tick_kimg: float = 4.0  # report, log and draw a sample grid every this many kimg
-    snap: int = 10  # write a network snapshot and a training state every this many ticks
-    keep: int = 2  # training states kept per run folder (the newest); network snapshots are all kept
-    nan_policy: str = "stop"  # NaN/inf in a loss, gradient or weight: stop, or rollback to the last good state
-    mirror: bool = False  # flip each real image left-right with probability 1/2
-    skip_bad: bool = False  # skip (and list) unreadable data files instead of stopping
-    compile: bool = False  # run G and D through torch.compile
-    batch_gpu: int | None = None  # images per device per round (default: the batch over the ranks, one round)
-    dist_timeout: float = 600.0  # seconds a collective waits for a lost rank before the job fails
-    metrics: str | None = None  # e.g. "fid10k,kid10k" (vitgan.metrics.evaluate), measured on the EMA generator
-    metric_every: int = 1  # ticks between metric evaluations (and at the end)
-    inception: str | None = None  # the Inception weights file (default: $VITGAN_INCEPTION or the torch hub cache)
-
-    def check(self) -> None:
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise ConfigError(f"precision: {self.precision!r} is not one of fp32, bf16, auto")
-        if not math.isfinite(self.tick_kimg) or self.tick_kimg <= 0:
-            raise ConfigError(f"tick_kimg: must be a positive number, got {self.tick_kimg}")
-        if self.snap < 1:
-            raise ConfigError(f"snap: must be a positive number of ticks, got {self.snap}")
-        if self.keep < 1:
-            raise ConfigError(f"keep: must keep at least one training state, got {self.keep}")
-        if self.nan_policy not in ("stop", "rollback"):
-            raise ConfigError(f"nan_policy: {self.nan_policy!r} is not one of stop, rollback")
-        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
-            raise ConfigError(f"minutes: must be a positive number, got {self.minutes}")
-        if not 0 <= self.seed < 2**32:  # numpy's seed range
-            raise ConfigError(f"seed: must be in [0, 2**32), got {self.seed}")
-        if self.batch_gpu is not None and self.batch_gpu < 1:
-            raise ConfigError(f"batch_gpu: must be positive, got {self.batch_gpu}")
-        if not (math.isfinite(self.dist_timeout) and self.dist_timeout > 0):
-            raise ConfigError(f"dist_timeout: must be a positive number, got {self.dist_timeout}")
-        if self.metric_every < 1:
-            raise ConfigError(f"metric_every: must be a positive number of ticks, got {self.metric_every}")
-        resolve_device(self.device)
-        if self.metrics is not None:
-            from vitgan.metrics.evaluate import parse_metrics
-
-            parse_metrics(self.metrics)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for `auto`, `cpu`, `cuda` or `cuda:N`; on CUDA, fp32 matrix products may use TF32."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: cannot use {name!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device: {name!r} requested but CUDA is not available")
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
 def new_run_dir(outdir: Path, preset: str, data_name: str) -> Path:
@@ -474,6 +393,14 @@ def resume_config(state: dict[str, Any], overrides: dict[str, Any]) -> Config:
     return saved.replace(**overrides)
 
 
+def open_data(cfg: Config, opts: RunOptions) -> ImageData:
+    """The run's images, decoded at the Config's resolution and channels; checked to fill a batch."""
+    data = load(opts.data, resolution=cfg.resolution, channels=cfg.channels, skip_bad=opts.skip_bad)
+    if len(data) < cfg.batch:
+        raise ConfigError(f"batch: {cfg.batch} is larger than the {len(data)} images of {opts.data}")
+    return data
+
+
 def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = None) -> Path:
     """Train until cfg.kimg thousand images (or opts.minutes); returns the run folder.
 
@@ -484,9 +411,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     world, device_name = distributed.init(opts.device, timeout_s=opts.dist_timeout)
     device = resolve_device(device_name)
     amp = resolve_precision(opts.precision, device)
-    data = load(opts.data, resolution=cfg.resolution, channels=cfg.channels, skip_bad=opts.skip_bad)
-    if len(data) < cfg.batch:
-        raise ConfigError(f"batch: {cfg.batch} is larger than the {len(data)} images of {opts.data}")
+    data = open_data(cfg, opts)
 
     torch.manual_seed(opts.seed + world.rank)  # per-rank streams; the per-sample ones are the Trainer's, shared
     np.random.seed(opts.seed + world.rank)
