@@ -18,6 +18,7 @@ from test_training import TINY
 from vitgan import presets
 from vitgan.cli import main
 from vitgan.data import ImageData
+from vitgan.training import distributed
 from vitgan.training.distributed import World
 from vitgan.training.loop import Trainer
 
@@ -42,11 +43,15 @@ def _steps(world: World, batch_gpu: int, steps: int = 2) -> dict[str, dict[str, 
 
 def _rank(rank: int, size: int, init_file: str, batch_gpu: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
-    torch.manual_seed(100 + rank)  # the ranks' own streams differ; the result must not depend on them
-    state = _steps(World(rank, size), batch_gpu=batch_gpu)
-    if rank == 0:
-        torch.save(state, out)
-    dist.destroy_process_group()
+    finished = False
+    try:
+        torch.manual_seed(100 + rank)  # the ranks' own streams differ; the result must not depend on them
+        state = _steps(World(rank, size), batch_gpu=batch_gpu)
+        if rank == 0:
+            torch.save(state, out)
+        finished = True
+    finally:  # as `vitgan` does: a barrier when both finished, then the group destroyed (its threads joined)
+        distributed.shutdown(clean=finished)
 
 
 @pytest.mark.parametrize("batch_gpu", [4, 2])  # 2 ranks x 4 = 8 in one round; 2 ranks x 2 x 2 rounds of accumulation

@@ -342,8 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # the command's own arguments, for reports
     if argv is None and args.command in ("train", "bench", "eval"):  # a command line, not a call from Python
         _rerun_with_fast_malloc()
+    finished = False
     try:
         args.func(args)
+        finished = True
     except (ConfigError, DataError, CheckpointError, InceptionError, FloatingPointError) as error:
         print(f"vitgan: error: {one_line(str(error))}", file=sys.stderr)
         return 2
@@ -358,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vitgan: error: rank {os.environ.get('RANK', '?')}: {one_line(first)}", file=sys.stderr)
         return 1
     finally:
-        distributed.shutdown()
+        distributed.shutdown(clean=finished)
     return 0
 
 
