@@ -1,8 +1,10 @@
 """`vitgan ablate`: variants, verdicts, and a tiny end-to-end run with its report."""
 
+import json
+
 import pytest
 
-from vitgan.ablate import VARIANTS, _verdict, select
+from vitgan.ablate import HAND_WRITTEN, PAPER, RECIPES, _verdict, select
 from vitgan.cli import main
 from vitgan.config import Config, ConfigError
 
@@ -13,21 +15,26 @@ SMALL = ["--set", "g_dim=32", "--set", "g_depth=1", "--set", "g_heads=2", "--set
 def test_every_variant_is_a_valid_configuration_of_the_paper():
     from vitgan import presets
 
-    names = [v.name for v in VARIANTS]
+    names = [v.name for v in PAPER]
     assert names[0] == "vitgan" and len(set(names)) == len(names) == 9
-    for variant in VARIANTS:
+    for variant in PAPER:
         overrides = {k: Config.parse_value(k, v) for k, v in variant.overrides.items()}
         presets.get("mnist", **overrides)  # raises on a bad field
-    vanilla = next(v for v in VARIANTS if v.name == "vanilla").overrides
+    vanilla = next(v for v in PAPER if v.name == "vanilla").overrides
     assert vanilla == {"d_attention": "dot", "d_norm": "none", "d_overlap": "false"}
     assert [v.name for v in select("cnn-d")] == ["vitgan", "cnn-d"]  # the reference is always there
     with pytest.raises(ConfigError, match="^variants: nope"):
         select("nope")
+    for recipe in RECIPES:  # the recipe sweep's variants are valid too, the preset's own objective first
+        presets.get("mnist", **{k: Config.parse_value(k, v) for k, v in recipe.overrides.items()})
+    assert RECIPES[0].overrides == {} and [v.name for v in select("authors", "recipe")] == ["preset", "authors"]
+    with pytest.raises(ConfigError, match="^group: 'nope'"):
+        select(None, "nope")
 
 
 def test_verdicts_need_a_difference_beyond_the_spread():
-    worse = next(v for v in VARIANTS if v.name == "no-l2")
-    better = next(v for v in VARIANTS if v.name == "cnn-d")
+    worse = next(v for v in PAPER if v.name == "no-l2")
+    better = next(v for v in PAPER if v.name == "cnn-d")
     assert _verdict(worse, [50.0, 54.0], [20.0, 22.0]).startswith("yes")
     assert _verdict(worse, [10.0, 12.0], [20.0, 22.0]).startswith("no")
     assert _verdict(worse, [21.0, 30.0], [20.0, 22.0]).startswith("inconclusive")
@@ -35,15 +42,24 @@ def test_verdicts_need_a_difference_beyond_the_spread():
     assert _verdict(worse, [30.0], [20.0]).startswith("yes")  # one seed: 10% of the reference is the bar
 
 
-def test_a_tiny_ablation_writes_its_report(tmp_path, capsys):
+def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys):
     report = tmp_path / "docs" / "ablation.md"
-    args = ["ablate", "--variants", "vanilla", "--seeds", "1", "--budget", "0.05", "--tick", "0.1", "--samples",
+    args = ["ablate", "--variants", "vanilla", "--seeds", "1", "--kimg", "0.016", "--tick", "0.008", "--samples",
             "100", "--outdir", str(tmp_path / "runs"), "--report", str(report), *SMALL]
     assert main(args) == 0
     text = report.read_text()
-    assert "| vitgan |" in text and "| vanilla |" in text and "agrees here?" in text
+    assert "| vitgan |" in text and "| vanilla |" in text and "verdict" in text
     for figure in ("fid.png", "d_sigma.png", "d_grad.png", "samples.png"):
         assert (report.parent / "ablation" / figure).stat().st_size > 0
-    assert main(args) == 0  # finished runs are reused, not retrained
+    records = [json.loads(line) for line in (report.parent / "ablation" / "results.jsonl").read_text().splitlines()]
+    assert [(r["variant"], r["seed"], r["kimg"]) for r in records] == [("vitgan", 0, 0.016), ("vanilla", 0, 0.016)]
+    for r in records:  # every run saw the same images; its stats are kept beside the report
+        stats = (report.parent / "ablation" / "stats" / f"{r['variant']}-seed0.jsonl").read_text().splitlines()
+        assert json.loads(stats[-1])["kimg"] == 0.016 and r["samples"] == 100 and r["minutes"] > 0
+        assert f"| {r['digit_fid']:.1f} |" in text  # the median of one seed is its FID
+    report.write_text(report.read_text() + "\n" + HAND_WRITTEN + "\nA reading.\n")
+    assert main(args) == 0  # finished runs are reused, not retrained, and not measured again
     assert capsys.readouterr().out.count("started") == 2
-    assert main(["ablate", "--budget", "0"]) == 2 and main(["ablate", "--data", "some/folder"]) == 2
+    assert main(["ablate", "--report-only", "--variants", "vanilla", "--report", str(report)]) == 0
+    assert report.read_text().endswith(HAND_WRITTEN + "\nA reading.\n")
+    assert main(["ablate", "--kimg", "0"]) == 2 and main(["ablate", "--data", "some/folder"]) == 2

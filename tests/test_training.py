@@ -141,3 +141,51 @@ def test_train_on_a_prepared_zip_with_mirror(tmp_path, digits):
     options = json.loads((run / "training_options.json").read_text())
     assert run.name == "00000-mnist-digits" and options["num_images"] == 12 and options["run"]["mirror"] is True
     assert options["run"]["data"] == str(archive)
+
+
+def _tiny_trainer(**overrides):
+    from vitgan.data.dataset import ImageData
+    from vitgan.training.loop import Trainer
+
+    cfg = vitgan.presets.get("mnist", g_dim=32, g_depth=1, g_heads=2, g_mlp_dim=64, z_dim=16, w_dim=16,
+                             mapping_layers=1, g_fourier_dim=8, g_inr_hidden=8, d_dim=32, d_depth=1, d_heads=2,
+                             d_mlp_dim=64, batch=4, **overrides)
+    images = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    data = ImageData(images, torch.full((8,), -1), "tiny")
+    return Trainer(cfg, data, torch.device("cpu"), None)
+
+
+def test_bcr_diffaug_mode_is_an_independent_augmentation_of_the_plain_images():
+    """bcr_mode=diffaug: T(x) is a second DiffAugment draw of the un-augmented x (it ignores D's augmented input);
+    bcr_mode=shift: T translates D's augmented input by at most bcr_shift of the image."""
+    from vitgan.training.augment import diff_augment
+
+    trainer = _tiny_trainer(bcr_mode="diffaug", augment="translation,cutout:0.5", augment_p=1.0)
+    plain, augmented = torch.randn(4, 1, 32, 32), torch.randn(4, 1, 32, 32)
+    state = trainer.rng.get_state()
+    t = trainer._bcr_transform(plain, augmented)
+    trainer.rng.set_state(state)
+    torch.testing.assert_close(t, diff_augment(plain, "translation,cutout:0.5", 1.0, trainer._draws()))
+    assert not torch.equal(t, trainer._bcr_transform(plain, augmented))  # a fresh draw each time
+
+    trainer = _tiny_trainer(bcr_mode="shift", bcr_shift=0.125)
+    ones = torch.ones(4, 1, 32, 32)
+    t = trainer._bcr_transform(torch.zeros_like(ones), ones)
+    moved = (t == 0).float()  # the zero-filled band: at most 4 rows/columns on each side, from the augmented input
+    assert moved.sum() > 0 and (t == 1).any()
+    assert moved[..., 4:28, 4:28].sum() == 0
+
+
+def test_learning_rate_warms_up_linearly_in_images():
+    """lr(step) = lr x min(1, images after the step / (lr_warmup_kimg x 1000)); Adam is given that rate."""
+    from vitgan.training.loop import lr_warmup
+
+    cfg = vitgan.presets.get("mnist", batch=16, lr_warmup_kimg=0.064)  # 4 steps of 16 images
+    assert [lr_warmup(cfg, n) for n in (0, 16, 32, 48, 64, 1000)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr_warmup(cfg.replace(lr_warmup_kimg=0.0), 0) == 1.0
+    trainer = _tiny_trainer(lr_warmup_kimg=0.016, g_lr=1e-3, d_lr=2e-3)  # 4 steps of 4 images
+    seen = []
+    for _ in range(5):
+        trainer.step()
+        seen.append((trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]))
+    torch.testing.assert_close(seen, [(2.5e-4, 5e-4), (5e-4, 1e-3), (7.5e-4, 1.5e-3), (1e-3, 2e-3), (1e-3, 2e-3)])

@@ -241,6 +241,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from vitgan.ablate import ablate
 
     args.seed_list = list(range(args.seeds))
+    args.outdir = args.outdir or f"runs/{'ablation' if args.group == 'paper' else 'recipe'}"
+    args.report = args.report or ("docs/ablation.md" if args.group == "paper" else "benchmarks/recipe.md")
     if args.seeds < 1:
         raise ConfigError(f"seeds: must be at least 1, got {args.seeds}")
     args.override = [item.split("=", 1) for item in args.set]
@@ -288,23 +290,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also append the JSON line to this file")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("ablate", help="train the paper's ablations for the same budget and write docs/ablation.md",
-                       formatter_class=HelpFormatter)
+    p = sub.add_parser("ablate", help="train the paper's ablations (or the recipe sweep) for the same number of "
+                       "images and write a report", formatter_class=HelpFormatter)
     p.add_argument("--data", default="mnist", help="the bundled digits (the report's digit FID needs them)")
     p.add_argument("--preset", default="mnist", help="the configuration every variant starts from")
-    p.add_argument("--budget", type=float, default=6.0, help="wall-clock minutes per run")
-    p.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 per variant")
-    p.add_argument("--variants", help="comma-separated subset (default: all; vitgan is always included): vitgan, "
-                   "vanilla, no-l2, no-isn, no-overlap, g-design-a, g-design-b, linear-head, cnn-d")
+    p.add_argument("--group", default="paper", choices=["paper", "recipe"], help="the paper's ablations, or the "
+                   "training recipes of the calibration sweep")
+    p.add_argument("--kimg", type=float, default=60.0, help="thousands of images every run trains on")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per variant")
+    p.add_argument("--variants", help="comma-separated subset of the group (default: all; the reference, vitgan or "
+                   "preset, is always included). paper: vitgan, vanilla, no-l2, no-isn, no-overlap, g-design-a, "
+                   "g-design-b, linear-head, cnn-d; recipe: see vitgan/ablate.py")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     p.add_argument("--tick", type=float, default=2.0, help="kimg between the per-run measurements")
     p.add_argument("--samples", type=int, default=5000, help="samples for each final digit FID")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a Config override for every variant (repeatable), e.g. --set batch=32")
-    p.add_argument("--outdir", default="runs/ablation", help="the runs go to OUTDIR/runs/<variant>-seed<N>/ "
-                   "(finished runs there are reused)")
-    p.add_argument("--report", default="docs/ablation.md", help="the report; its figures go to <folder>/ablation/")
+    p.add_argument("--outdir", help="the runs go to OUTDIR/runs/<variant>-seed<N>/ (finished runs there are "
+                   "reused; default runs/ablation or runs/recipe)")
+    p.add_argument("--report", help="the report (default docs/ablation.md, or benchmarks/recipe.md); its figures "
+                   "and raw records go to a folder of its name beside it")
+    p.add_argument("--report-only", action="store_true", help="no training: rewrite the report from its recorded "
+                   "raw records")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot",

@@ -15,8 +15,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-# DiffAugment's ops (implemented in vitgan/training/augment.py, which checks that it implements exactly these)
-AUGMENT_OPS = ("color", "translation", "cutout", "scale")
+# DiffAugment's ops, in the names a policy uses (vitgan/training/augment.py implements exactly these: tested)
+AUGMENT_OPS = ("color", "brightness", "saturation", "contrast", "translation", "xflip", "cutout", "scale")
 
 
 class ConfigError(ValueError):
@@ -78,14 +78,23 @@ class Config:
     beta1: float = option(0.0, "Adam's beta1 (both networks)")
     beta2: float = option(0.99, "Adam's beta2 (both networks)")
     augment: str = option("color,translation,cutout,scale", "DiffAugment policy, applied to real and fake images "
-                          f"before D: ops of {', '.join(AUGMENT_OPS)}, comma-separated ('' for none)")
-    augment_p: float = option(0.8, "probability of each augmentation op, per sample")
+                          "before D: ops in order, comma-separated ('' for none); `op:p` gives an op its own "
+                          f"probability. Ops: {', '.join(AUGMENT_OPS)} (color = brightness, saturation and contrast "
+                          "as one op)")
+    augment_p: float = option(0.8, "probability of each augmentation op without its own, per sample")
+    augment_fill: Literal["zero", "reflect", "edge"] = option("zero", "what translation and scale bring in and "
+                                                              "cutout erases with: 0, the mirror image, or the edge "
+                                                              "pixels (cutout: the border's mean)")
     bcr_real: float = option(10.0, "weight of balanced consistency regularisation on real images (0 = off)")
     bcr_fake: float = option(10.0, "weight of balanced consistency regularisation on fake images (0 = off)")
-    bcr_shift: float = option(0.125, "bCR's transformation T: a random translation of up to this fraction of the "
-                              "image")
+    bcr_mode: Literal["shift", "diffaug"] = option("shift", "bCR's transformation T: shift translates D's augmented "
+                                                   "input by up to bcr_shift of the image; diffaug is a second, "
+                                                   "independent DiffAugment draw of the un-augmented images (the "
+                                                   "authors' code)")
+    bcr_shift: float = option(0.125, "bcr_mode shift: the largest translation, as a fraction of the image")
     r1_gamma: float = option(0.0, "R1 weight gamma on real images (0 = off; the paper found it weakens a ViT D)")
     r1_interval: int = option(16, "lazy R1: every this many D steps, scaled by the interval (1 = every step)")
+    lr_warmup_kimg: float = option(0.0, "both learning rates ramp linearly from 0 over this many kimg (0 = none)")
     ema_kimg: float = option(10.0, "half-life of the generator's EMA, in thousands of images")
     ema_rampup: float = option(0.05, "the EMA half-life is at most this fraction of the images seen so far "
                                "(0 = no ramp-up)")
@@ -168,16 +177,30 @@ def parse_field(cls: type, name: str, text: str) -> Any:
     return text
 
 
-def parse_policy(policy: str) -> list[str]:
-    """'color,translation' -> ['color', 'translation']; '' -> []. Raises ValueError on an unknown op."""
-    names = [name.strip() for name in policy.split(",") if name.strip()]
-    for name in names:
+def parse_policy(policy: str) -> list[tuple[str, float | None]]:
+    """'color,cutout:0.3' -> [('color', None), ('cutout', 0.3)]: each op with its own probability, or None for the
+    policy-wide one. Raises ValueError on an unknown op or a probability outside [0, 1]."""
+    ops = []
+    for item in (part.strip() for part in policy.split(",")):
+        if not item:
+            continue
+        name, _, p_text = (part.strip() for part in item.partition(":"))
         if name not in AUGMENT_OPS:
             raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENT_OPS)}")
-    return names
+        p = None
+        if p_text:
+            try:
+                p = float(p_text)
+            except ValueError:
+                raise ValueError(f"{item!r}: the probability after ':' must be a number") from None
+            if not 0 <= p <= 1:
+                raise ValueError(f"{item!r}: the probability must be in [0, 1]")
+        ops.append((name, p))
+    return ops
 
 
-_MAY_BE_ZERO = {"beta1", "augment_p", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma", "ema_kimg", "ema_rampup"}
+_MAY_BE_ZERO = {"beta1", "augment_p", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma", "lr_warmup_kimg", "ema_kimg",
+                "ema_rampup"}
 
 
 def non_none(hint: Any) -> Any:

@@ -44,8 +44,8 @@ _SHOWN = ("loss_d", "loss_g", "bcr", "r1", "logits_real", "logits_fake", "g_z_st
 DIGIT_FID_SEEDS = range(1_000_000, 1_001_000)  # 1,000 fixed latents for the per-tick digit FID
 
 # Fields that may differ when resuming: the schedule and the regularisation weights, not the networks.
-RESUMABLE_FIELDS = {"kimg", "batch", "g_lr", "d_lr", "augment", "augment_p", "bcr_real", "bcr_fake", "bcr_shift",
-                    "r1_gamma", "r1_interval", "ema_kimg", "ema_rampup"}
+RESUMABLE_FIELDS = {"kimg", "batch", "g_lr", "d_lr", "augment", "augment_p", "augment_fill", "bcr_real", "bcr_fake",
+                    "bcr_mode", "bcr_shift", "r1_gamma", "r1_interval", "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
 
 
 def new_run_dir(outdir: Path, preset: str, data_name: str) -> Path:
@@ -92,6 +92,14 @@ def ema_beta(cfg: Config, cur_nimg: int) -> float:
     if cfg.ema_rampup > 0:
         half_life = min(half_life, cur_nimg * cfg.ema_rampup)
     return 0.5 ** (cfg.batch / max(half_life, 1e-8))
+
+
+def lr_warmup(cfg: Config, cur_nimg: int) -> float:
+    """The learning-rate factor of the step that starts at cur_nimg images: (images after the step) / warm-up
+    images, at most 1; 1 without a warm-up."""
+    if cfg.lr_warmup_kimg <= 0:
+        return 1.0
+    return min(1.0, (cur_nimg + cfg.batch) / (cfg.lr_warmup_kimg * 1000))
 
 
 @torch.no_grad()
@@ -241,7 +249,13 @@ class Trainer:
         return self._draws().randn(self.batch_gpu, self.cfg.z_dim).to(self.device)
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, self.cfg.augment, self.cfg.augment_p, self._draws())
+        return diff_augment(x, self.cfg.augment, self.cfg.augment_p, self._draws(), fill=self.cfg.augment_fill)
+
+    def _bcr_transform(self, plain: torch.Tensor, augmented: torch.Tensor) -> torch.Tensor:
+        """bCR's T: a shift of D's augmented input, or an independent DiffAugment draw of the plain images."""
+        if self.cfg.bcr_mode == "diffaug":
+            return self._augment(plain)
+        return translation(augmented, self._draws(), ratio=self.cfg.bcr_shift, fill=self.cfg.augment_fill)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp is None:
@@ -265,7 +279,7 @@ class Trainer:
             real_aug, fake_aug = self._augment(reals), self._augment(fakes)
             batches = [real_aug, fake_aug]
             terms = [(w, i) for i, w in enumerate((cfg.bcr_real, cfg.bcr_fake)) if w > 0]  # (bCR weight, batch)
-            batches += [translation(batches[i], self._draws(), ratio=cfg.bcr_shift) for _, i in terms]  # bCR's T
+            batches += [self._bcr_transform((reals, fakes)[i], batches[i]) for _, i in terms]
             logits = self._d_logits(batches)
             loss_d = d_logistic_loss(logits[0], logits[1])
             bcr = torch.zeros((), device=self.device)
@@ -311,6 +325,10 @@ class Trainer:
         """One D step and one G step. Raises NonFiniteError if a loss term, the total gradient norm or the weights of
         D or G hold NaN or inf (checked in that order, with one sync for the whole step)."""
         cfg, start_nimg = self.cfg, self.cur_nimg
+        warmup = lr_warmup(cfg, self.cur_nimg)
+        for opt, lr in ((self.opt_g, cfg.g_lr), (self.opt_d, cfg.d_lr)):
+            for group in opt.param_groups:  # this run's rate (a resumed or rolled-back run's, not the checkpoint's)
+                group["lr"] = lr * warmup
         with_r1 = cfg.r1_gamma > 0 and self.d_steps % cfg.r1_interval == 0
         stats_d, norms_d = self._optimise(self.D, self.G, self.opt_d, "d", lambda: self._d_round(with_r1))
         self.d_steps += 1
@@ -349,9 +367,6 @@ class Trainer:
         if len(self.order) != len(self.data):
             raise ConfigError(f"resume: the checkpoint's data had {len(self.order)} images, this data has "
                               f"{len(self.data)}")
-        for opt, lr in ((self.opt_g, self.cfg.g_lr), (self.opt_d, self.cfg.d_lr)):
-            for group in opt.param_groups:  # the resumed run's learning rate, not the checkpoint's
-                group["lr"] = lr
         checkpoint.set_rng_state(state["rng"])
         self.rng.set_state(state["sample_rng"])
 
