@@ -20,7 +20,7 @@ from vitgan.cli import main
 from vitgan.data import ImageData
 from vitgan.training import distributed
 from vitgan.training.distributed import World
-from vitgan.training.loop import Trainer
+from vitgan.training.trainer import Trainer
 
 # bCR, lazy R1 on the first step, DiffAugment and mirroring all on; no minibatch-std (its groups are per device)
 CFG = presets.get("mnist", g_dim=32, g_depth=1, g_heads=2, g_mlp_dim=64, z_dim=16, w_dim=16, mapping_layers=1,

@@ -1,22 +1,17 @@
-"""The ViTGAN training loop: NS loss, DiffAugment, bCR, optional lazy R1, Adam (0, 0.99), an EMA generator.
+"""The training loop: sets a run up, steps the Trainer (trainer.py; the objective is loss.py) and, once per tick,
+measures the EMA generator and hands the row to the run folder (report.py); a checkpoint every `snap` ticks, resume,
+and --nan-policy rollback.
 
-Progress is counted in images shown to D (kimg), reported once per tick. Each run writes into its own folder
-`runs/NNNNN-<preset>-<data>/`: training_options.json, log.txt, stats.jsonl, TensorBoard events (when tensorboard
-is installed), a sample grid per tick from fixed seeds (EMA generator), losses.png, network snapshots and
-training states (see checkpoint.py).
+Progress is counted in images shown to D (kimg); ticks and checkpoints fall at fixed multiples of the tick length.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import math
 import random
-import re
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +20,16 @@ import torch
 
 from vitgan.config import Config, ConfigError
 from vitgan.data import ImageData, load
-from vitgan.fileio import atomic_write
-from vitgan.images import save_grid
 from vitgan.networks import count_parameters
 from vitgan.nn.spectral import largest_singular_values
 from vitgan.sampling import generate, latents
 from vitgan.training import checkpoint, distributed
 from vitgan.training.device import resolve_device, resolve_precision
 from vitgan.training.options import MAX_ROLLBACKS, ROLLBACK_LR_FACTOR, RunOptions
+from vitgan.training.report import Report
 from vitgan.training.trainer import NonFiniteError, Trainer
 
 GRID_SEEDS = range(64)
-_SHOWN = ("loss_d", "loss_g", "bcr", "r1", "logits_real", "logits_fake", "g_z_std", "digit_fid", "classes")
 DIGIT_FID_SEEDS = range(1_000_000, 1_001_000)  # 1,000 fixed latents for the per-tick digit FID
 
 # Fields that may differ when resuming: the schedule and the regularisation weights, not the networks.
@@ -44,101 +37,10 @@ RESUMABLE_FIELDS = {"kimg", "batch", "g_lr", "d_lr", "augment", "augment_p", "au
                     "bcr_mode", "bcr_shift", "r1_gamma", "r1_interval", "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
 
 
-def new_run_dir(outdir: Path, preset: str, data_name: str) -> Path:
-    """outdir/NNNNN-<preset>-<data>, NNNNN one more than the largest number already there."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for p in outdir.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
-    safe = re.sub(r"[^A-Za-z0-9_.]+", "_", data_name) or "data"
-    run_dir = outdir / f"{max(numbers, default=-1) + 1:05d}-{preset}-{safe}"
-    run_dir.mkdir()
-    return run_dir
-
-
 def crossed(before: int, after: int, interval: int) -> bool:
     """Whether the image counter passed a multiple of `interval` going from `before` to `after`: ticks and snapshots
     fall at fixed kimg, so a resumed run reports and checkpoints where an uninterrupted one does."""
     return after // interval > before // interval
-
-
-class Tee:
-    """Status lines to stdout and to log.txt."""
-
-    def __init__(self, path: Path) -> None:
-        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
-
-    def __call__(self, line: str) -> None:
-        print(line, flush=True)
-        self.file.write(line + "\n")
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _tensorboard(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is an optional extra
-        return None
-    return SummaryWriter(str(run_dir))
-
-
-def plot_losses(stats_path: Path, out: Path) -> None:
-    """losses.png: the per-tick means of the loss terms against kimg."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in stats_path.read_text().splitlines() if line.strip()]
-    if not rows:
-        return
-    kimg = [r["kimg"] for r in rows]
-    fig, axes = plt.subplots(1, 3 if "digit_fid" in rows[0] else 2, figsize=(15, 3.5), squeeze=False)
-    axes = axes[0]
-    for key in ("loss_d", "loss_g"):
-        axes[0].plot(kimg, [r[key] for r in rows], label=key)
-    for key in ("logits_real", "logits_fake", "bcr", "r1", "g_z_std"):
-        if any(key in r for r in rows):  # lazy R1 may skip a tick shorter than its interval
-            axes[1].plot(kimg, [r.get(key, math.nan) for r in rows], label=key)
-    if len(axes) == 3:
-        axes[2].plot(kimg, [r["digit_fid"] for r in rows], label="digit_fid (1k samples)")
-        axes[2].set_yscale("log")
-        axes[2].set_title("digit FID (EMA generator)")
-    for ax in axes:
-        ax.set_xlabel("kimg")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    axes[0].set_title("losses")
-    axes[1].set_title("D logits, regularisers, G diversity")
-    fig.tight_layout()
-    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
-
-
-def plot_metrics(stats_path: Path, names: list[str], out: Path) -> None:
-    """metrics.png: one panel per metric against kimg (the ticks where it was measured)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in stats_path.read_text().splitlines() if line.strip()]
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        points = [(r["kimg"], r[name]) for r in rows if name in r]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o")
-        ax.set_title(name)
-        ax.set_xlabel("kimg")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
-
-
-def _format_seconds(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
 
 
 def resume_config(state: dict[str, Any], overrides: dict[str, Any]) -> Config:
@@ -189,20 +91,15 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     rollbacks = 0
 
     main = world.is_main  # only rank 0 writes files and prints
-    run_dir = new_run_dir(Path(opts.outdir), opts.preset, data.name) if main else None
-    run_dir = distributed.gather(run_dir, world)[0]  # rank 0's folder, known to all (for --nan-policy rollback)
-    log: Callable[[str], None] = Tee(run_dir / "log.txt") if main else (lambda line: None)
+    report, run_dir = Report.create(Path(opts.outdir), opts.preset, data.name, world)  # run_dir: for rollback too
+    log = report.log
     options = {"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "device": str(device),
                "precision": "bf16" if amp == torch.bfloat16 else "fp32", "num_images": len(data),
                "ranks": world.size, "batch_gpu": trainer.batch_gpu, "rounds": trainer.rounds,
                "G_params": count_parameters(trainer.G), "D_params": count_parameters(trainer.D),
                "torch": torch.__version__, "command": " ".join(sys.argv)}
-    tb = None
-    if main:
-        (run_dir / "training_options.json").write_text(json.dumps(options, indent=2) + "\n")
-        tb = _tensorboard(run_dir)
-        save_grid(data.batch(torch.arange(min(64, len(data)))), run_dir / "reals.png")
-    stats_path = run_dir / "stats.jsonl"
+    report.options(options)
+    report.grid(data.batch(torch.arange(min(64, len(data)))), "reals.png")
     grid_z = latents(GRID_SEEDS, cfg.z_dim)
     digit_fid = None
     if opts.data == "mnist" and main:  # the embedded default gets a per-tick digit FID against all 5,000 digits
@@ -210,7 +107,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
 
         digit_fid = DigitFID.of(data)
         digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)
-    evaluator, metric_names = None, []
+    evaluator = None
     if opts.metrics:  # on every rank: each generates and measures its share of the samples
         from vitgan.metrics.evaluate import Evaluator, parse_metrics
 
@@ -257,24 +154,11 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
             if digit_fid is not None:
                 row.update(digit_fid(generate(trainer.G_ema, digit_z, batch=250)))
             row.update(measured)
-            metric_names[:] = list(dict.fromkeys(metric_names + list(measured)))
             eta = (total_nimg - trainer.cur_nimg) / max(rate, 1e-9)
             if opts.minutes is not None:
                 eta = min(eta, opts.minutes * 60 - (now - start_time))
-            with open(stats_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            plot_losses(stats_path, run_dir / "losses.png")
-            if metric_names:
-                plot_metrics(stats_path, metric_names, run_dir / "metrics.png")
-            if tb is not None:
-                for key, value in row.items():
-                    tb.add_scalar(f"train/{key}", value, trainer.cur_nimg)
-                tb.add_images("fakes", (images[:32] + 1) / 2, trainer.cur_nimg)
-            terms = "  ".join(f"{k} {row[k]:.3f}" if isinstance(row[k], float) else f"{k} {row[k]}"
-                              for k in (*_SHOWN, *metric_names) if k in row)
-            log(f"tick {trainer.tick:<4d} kimg {row['kimg']:<7.1f} time {_format_seconds(row['time'])}  "
-                f"sec/kimg {row['sec_per_kimg']:<6.2f} img/s {rate:<6.1f} ETA {_format_seconds(eta)}  {terms}")
-        save_grid(images, run_dir / f"fakes-{trainer.cur_nimg:09d}.png")
+            report.tick(row, images, trainer.cur_nimg, eta, list(measured))
+        report.grid(images, f"fakes-{trainer.cur_nimg:09d}.png")
         sums.clear()
         if save_now:
             last_good = trainer.save(run_dir, keep_states=opts.keep)
@@ -320,9 +204,6 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
                 trainer.tick += 1
                 end_tick(final=False)
     finally:
-        if tb is not None:
-            tb.close()
-        if isinstance(log, Tee):
-            log.close()
+        report.close()
     return run_dir
 
