@@ -235,5 +235,5 @@ class Trainer:
 
     def rollback(self, state: dict[str, Any], lr_factor: float) -> None:
         """Return to a good training state with both learning rates multiplied by lr_factor."""
-        self.cfg = self.cfg.replace(g_lr=self.cfg.g_lr * lr_factor, d_lr=self.cfg.d_lr * lr_factor)
+        self.cfg = self.loss.cfg = self.cfg.replace(g_lr=self.cfg.g_lr * lr_factor, d_lr=self.cfg.d_lr * lr_factor)
         self.load_state(state)
