@@ -27,7 +27,8 @@ from PIL import Image
 from vitgan import presets
 from vitgan.data import load
 from vitgan.data.prepare import prepare
-from vitgan.training.loop import Trainer, resolve_precision
+from vitgan.training.device import resolve_precision
+from vitgan.training.trainer import Trainer
 
 
 def synthetic(rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:

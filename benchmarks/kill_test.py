@@ -48,14 +48,14 @@ BATCH = 4
 CHILD = """
 import sys
 from vitgan.cli import main
-from vitgan.training import loop
+from vitgan.training.trainer import Trainer
 progress = open(sys.argv[1], "a", buffering=1)
-step = loop.Trainer.step
+step = Trainer.step
 def logged(self):
     stats = step(self)
     progress.write(f"{self.cur_nimg}\\n")
     return stats
-loop.Trainer.step = logged
+Trainer.step = logged
 sys.exit(main(sys.argv[2:]))
 """
 

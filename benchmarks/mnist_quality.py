@@ -24,7 +24,8 @@ from vitgan.data import load_mnist5k
 from vitgan.images import save_grid
 from vitgan.metrics.digits import DigitFID
 from vitgan.sampling import generate, latents
-from vitgan.training.loop import RunOptions, train
+from vitgan.training.loop import train
+from vitgan.training.options import RunOptions
 
 VARIANTS = {
     "vitgan": {},

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vitgan.config import AUGMENT_OPS
 from vitgan.training.augment import AUGMENTS, border_mean, cutout, diff_augment, parse_policy, shift
 
 
@@ -67,6 +68,7 @@ def test_policy_parsing():
     assert parse_policy("") == []
     with pytest.raises(ValueError, match="unknown augmentation 'flip'"):
         parse_policy("color,flip")
+    assert tuple(AUGMENTS) == AUGMENT_OPS  # the ops Config accepts are exactly the ops implemented
     with pytest.raises(ValueError, match=r"'cutout:1.5': the probability must be in \[0, 1\]"):
         parse_policy("cutout:1.5")
     with pytest.raises(ValueError, match="'cutout:x': the probability after ':' must be a number"):

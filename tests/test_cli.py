@@ -1,6 +1,8 @@
 """The `vitgan` command line."""
 
+import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -8,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from vitgan import presets
-from vitgan.cli import main
+from vitgan import Config, presets
+from vitgan.cli import main, one_line
 from vitgan.networks import Generator, build_discriminator, count_parameters
+from vitgan.training.options import RunOptions
 
 
 def test_help_lists_the_commands():
@@ -72,3 +75,55 @@ def test_bench_prints_every_figure(capsys, tmp_path):
     assert result["d_vs_vit"] == pytest.approx(result["d_fwd_bwd_ms"] / result["vit_fwd_bwd_ms"], rel=0.01)
     assert json.loads(out.read_text()) == result
     assert main(["bench", "--repeats", "0"]) == 2
+
+
+@pytest.mark.parametrize("typed", ["\r", "a\nb", "\u2028", "\x85", "\udc80\x1b[2J"])
+def test_an_error_is_one_line_whatever_the_user_typed(capsys, typed):
+    assert main(["train", "--dry-run", "--resume", typed, "--outdir", "unused-runs"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("vitgan: error: "), err
+    assert one_line(typed) in err and one_line(typed).isprintable()
+    with pytest.raises(SystemExit):  # argparse's own errors quote what was typed too
+        main(["train", "--dry-run", typed])
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("vitgan: error: unrecognized arguments: ") and one_line(typed) in last
+
+
+def _help(*command: str) -> str:
+    """The help of `vitgan COMMAND`, whitespace collapsed (a wide terminal: argparse wraps at hyphens too)."""
+    out = subprocess.run([sys.executable, "-m", "vitgan", *command, "--help"], capture_output=True, text=True,
+                         check=True, env={**os.environ, "COLUMNS": "10000"}).stdout
+    return " ".join(out.split())
+
+
+def test_help_gives_each_option_its_meaning_and_its_default_once():
+    text = _help("train")
+    assert "(default: None)" not in text
+    defaults = presets.get("mnist")  # train's defaults are its default preset's
+    for cls, values in ((Config, defaults), (RunOptions, RunOptions())):
+        for field in dataclasses.fields(cls):
+            if not field.metadata.get("cli", True):
+                continue
+            meaning = " ".join(field.metadata["help"].split())
+            assert meaning in text, field.name
+            after = text.split(meaning, 1)[1]
+            value = getattr(values, field.name)
+            if value is None or (value is False and cls is RunOptions):  # a switch: no default to show
+                assert re.match(" (--|run options)|$", after), (field.name, after[:40])
+            else:
+                shown = str(value).lower() if isinstance(value, bool) else str(value)
+                assert re.match(rf" \(default: {re.escape(shown)}\) (--|run options)", after), (field.name, after[:40])
+    bench = _help("bench")
+    assert "(default: cifar10)" in bench and f"(default: {presets.get('cifar10').batch})" in bench
+    assert "the device: cuda where there is one (auto), cpu, cuda or cuda:N (default: auto)" in _help("generate")
+
+
+def test_dry_run_opens_the_data(tmp_path, capsys, digits):
+    assert main(["train", "--dry-run", "--data", str(digits), "--batch", "4"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["data"] == {"name": digits.name, "num_images": 12, "shape": [1, 32, 32]}
+    assert main(["train", "--dry-run", "--data", str(digits)]) == 2  # mnist's batch of 16 > 12 images
+    assert capsys.readouterr().err.strip() == f"vitgan: error: batch: 16 is larger than the 12 images of {digits}"
+    assert main(["train", "--dry-run", "--data", str(tmp_path / "missing")]) == 2
+    assert str(tmp_path / "missing") in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not Path("runs").exists()

@@ -63,3 +63,24 @@ def test_parse_value():
     assert Config.parse_value("g_design", "A") == "A"
     with pytest.raises(ConfigError, match="^g_depth: cannot read 'six' as int"):
         Config.parse_value("g_depth", "six")
+
+
+def test_numbers_are_coerced_to_the_field_type():
+    import numpy as np
+    import torch
+
+    cfg = presets.get("mnist", beta1=0, g_lr=1, batch=np.int64(8))
+    assert type(cfg.beta1) is float and type(cfg.g_lr) is float and type(cfg.batch) is int
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=cfg.g_lr, betas=(cfg.beta1, cfg.beta2))  # no TypeError
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="^batch: expected an integer, got 8.0"):
+        presets.get("mnist", batch=8.0)  # a float is never silently truncated to an integer field
+    with pytest.raises(ConfigError, match="^g_lr: expected a finite number"):
+        presets.get("mnist", g_lr=10**400)
+
+
+def test_every_field_says_what_it_means():
+    import dataclasses
+
+    for f in dataclasses.fields(Config):
+        assert len(f.metadata.get("help", "")) > 8, f.name

@@ -18,8 +18,9 @@ from test_training import TINY
 from vitgan import presets
 from vitgan.cli import main
 from vitgan.data import ImageData
+from vitgan.training import distributed
 from vitgan.training.distributed import World
-from vitgan.training.loop import Trainer
+from vitgan.training.trainer import Trainer
 
 # bCR, lazy R1 on the first step, DiffAugment and mirroring all on; no minibatch-std (its groups are per device)
 CFG = presets.get("mnist", g_dim=32, g_depth=1, g_heads=2, g_mlp_dim=64, z_dim=16, w_dim=16, mapping_layers=1,
@@ -33,20 +34,29 @@ def _data() -> ImageData:
 
 
 def _steps(world: World, batch_gpu: int, steps: int = 2) -> dict[str, dict[str, torch.Tensor]]:
+    """The first D (with R1) and G gradients, averaged over the ranks, then the weights after `steps` steps."""
     torch.manual_seed(0)
     trainer = Trainer(CFG, _data(), torch.device("cpu"), None, mirror=True, seed=3, world=world, batch_gpu=batch_gpu)
+    grads = {}
+    for phase, net in (("Dboth", trainer.D), ("Gmain", trainer.G)):
+        trainer.accumulate(phase)
+        grads[phase] = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
     for _ in range(steps):
         trainer.step()
-    return {"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": trainer.G_ema.state_dict()}
+    return {"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": trainer.G_ema.state_dict(), **grads}
 
 
 def _rank(rank: int, size: int, init_file: str, batch_gpu: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
-    torch.manual_seed(100 + rank)  # the ranks' own streams differ; the result must not depend on them
-    state = _steps(World(rank, size), batch_gpu=batch_gpu)
-    if rank == 0:
-        torch.save(state, out)
-    dist.destroy_process_group()
+    finished = False
+    try:
+        torch.manual_seed(100 + rank)  # the ranks' own streams differ; the result must not depend on them
+        state = _steps(World(rank, size), batch_gpu=batch_gpu)
+        if rank == 0:
+            torch.save(state, out)
+        finished = True
+    finally:  # as `vitgan` does: a barrier when both finished, then the group destroyed (its threads joined)
+        distributed.shutdown(clean=finished)
 
 
 @pytest.mark.parametrize("batch_gpu", [4, 2])  # 2 ranks x 4 = 8 in one round; 2 ranks x 2 x 2 rounds of accumulation
@@ -55,6 +65,10 @@ def test_two_ranks_equal_one_process_with_twice_the_images_per_round(tmp_path, b
     mp.spawn(_rank, args=(2, str(tmp_path / "rendezvous"), batch_gpu, str(out)), nprocs=2, join=True)
     two = torch.load(out, weights_only=True)
     one = _steps(World(), batch_gpu=2 * batch_gpu)
+    for phase in ("Dboth", "Gmain"):  # the all-reduce averages: the gradient of the whole batch, not twice it
+        scale = max(g.abs().max().item() for g in one[phase].values())
+        for key, grad in one[phase].items():
+            torch.testing.assert_close(two[phase][key], grad, rtol=1e-4, atol=1e-6 * scale, msg=f"{phase} {key}")
     for net in ("G", "D", "G_ema"):
         for key, value in one[net].items():
             # biases the attention cannot see (a key bias shifts a whole softmax row; L2 attention's shared q/k bias

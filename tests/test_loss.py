@@ -5,8 +5,8 @@ import math
 import torch
 
 from vitgan import presets
-from vitgan.training.loop import ema_beta
 from vitgan.training.loss import consistency_penalty, d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from vitgan.training.trainer import ema_beta
 
 
 def _sigmoid(v):

@@ -320,7 +320,7 @@ def test_sources_that_are_not_datasets(tmp_path):
 def test_mirror_flips_the_chosen_images_and_the_trainer_chooses_about_half():
     from vitgan import presets
     from vitgan.data import ImageData
-    from vitgan.training.loop import Trainer
+    from vitgan.training.trainer import Trainer
 
     images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4).repeat(32, 1, 1, 1)
     data = ImageData(images, torch.zeros(64, dtype=torch.int64), "x")

@@ -105,7 +105,7 @@ def _nan_once(monkeypatch, at_call: int):
         value = original(logits)
         return value * float("nan") if calls["n"] == at_call else value
 
-    monkeypatch.setattr("vitgan.training.loop.g_nonsaturating_loss", poisoned)
+    monkeypatch.setattr("vitgan.training.loss.g_nonsaturating_loss", poisoned)
     return calls
 
 
@@ -124,7 +124,7 @@ def test_nan_stops_naming_the_term_and_step_and_keeps_the_last_checkpoint(tmp_pa
 
 @pytest.mark.parametrize("term", ["grad_g", "weights_g"])
 def test_nan_in_a_gradient_or_a_weight_is_named(tmp_path, digits, monkeypatch, capsys, term):
-    from vitgan.training.loop import Trainer
+    from vitgan.training.trainer import Trainer
 
     step = Trainer.step
 
@@ -162,7 +162,7 @@ def test_nan_rollback_returns_to_the_last_good_state_with_lower_learning_rates(t
 
 
 def test_nan_rollback_gives_up_after_three(tmp_path, digits, monkeypatch, capsys):
-    monkeypatch.setattr("vitgan.training.loop.g_nonsaturating_loss", lambda logits: logits.mean() * float("nan"))
+    monkeypatch.setattr("vitgan.training.loss.g_nonsaturating_loss", lambda logits: logits.mean() * float("nan"))
     code = main(["train", "--data", str(digits), "--outdir", str(tmp_path / "runs"), *TINY, "--kimg", "0.02",
                  "--nan-policy", "rollback"])
     assert code == 2

@@ -21,7 +21,7 @@ from vitgan.cli import main
 from vitgan.data import DataError, load
 from vitgan.training import checkpoint
 from vitgan.training.checkpoint import CheckpointError
-from vitgan.training.loop import RunOptions
+from vitgan.training.options import RunOptions
 
 EXAMPLES = int(os.environ.get("VITGAN_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -149,3 +149,11 @@ def test_random_bytes_as_a_checkpoint_are_a_one_line_error(tmp_path_factory, con
         raise AssertionError("random bytes loaded as a checkpoint")
     except CheckpointError as error:
         assert str(error).startswith(f"{path}: ") and "\n" not in str(error)
+
+
+def test_ci_draws_the_same_examples_on_every_run():
+    """With CI=true the property tests are derandomised and keep no database (tests/conftest.py), so CI never fails
+    by chance; elsewhere they explore and remember failures in .hypothesis/."""
+    ci = os.environ.get("CI", "").lower() == "true"
+    assert settings.default.derandomize is ci and FUZZ.derandomize is ci
+    assert (settings.default.database is None) is ci

@@ -11,6 +11,7 @@ from PIL import Image
 import vitgan
 from vitgan.cli import main
 from vitgan.training.checkpoint import load_training_state
+from vitgan.training.loss import TERMS
 
 TINY = ["--g-dim", "32", "--g-depth", "1", "--g-heads", "2", "--g-mlp-dim", "64", "--z-dim", "16", "--w-dim", "16",
         "--mapping-layers", "1", "--g-fourier-dim", "8", "--g-inr-hidden", "8",
@@ -35,9 +36,9 @@ def test_train_leaves_a_complete_run_folder(tmp_path, digits):
     assert options["config"]["batch"] == 4 and options["run"]["data"] == str(digits)
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["tick"] for r in rows] == [1, 2, 3] and rows[-1]["kimg"] == pytest.approx(0.024)
-    for key in ("loss_d", "loss_g", "bcr", "r1", "sec_per_kimg", "img_per_sec", "g_z_std"):
+    for key in (*TERMS, "sec_per_kimg", "img_per_sec", "g_z_std"):
         assert all(np.isfinite(r[key]) for r in rows), key
-    assert all(r["bcr"] > 0 for r in rows)  # the consistency term is active in these runs
+    assert all(r["bcr_real"] > 0 and r["bcr_fake"] > 0 for r in rows)  # the consistency terms are active here
     assert len(list(run.glob("fakes-*.png"))) == 4  # the start and one per tick
     snapshots = sorted(run.glob("network-snapshot-*.safetensors"))
     assert [s.name for s in snapshots] == ["network-snapshot-000000016.safetensors",
@@ -145,7 +146,7 @@ def test_train_on_a_prepared_zip_with_mirror(tmp_path, digits):
 
 def _tiny_trainer(**overrides):
     from vitgan.data.dataset import ImageData
-    from vitgan.training.loop import Trainer
+    from vitgan.training.trainer import Trainer
 
     cfg = vitgan.presets.get("mnist", g_dim=32, g_depth=1, g_heads=2, g_mlp_dim=64, z_dim=16, w_dim=16,
                              mapping_layers=1, g_fourier_dim=8, g_inr_hidden=8, d_dim=32, d_depth=1, d_heads=2,
@@ -163,14 +164,14 @@ def test_bcr_diffaug_mode_is_an_independent_augmentation_of_the_plain_images():
     trainer = _tiny_trainer(bcr_mode="diffaug", augment="translation,cutout:0.5", augment_p=1.0)
     plain, augmented = torch.randn(4, 1, 32, 32), torch.randn(4, 1, 32, 32)
     state = trainer.rng.get_state()
-    t = trainer._bcr_transform(plain, augmented)
+    t = trainer.loss.bcr_transform(plain, augmented)
     trainer.rng.set_state(state)
     torch.testing.assert_close(t, diff_augment(plain, "translation,cutout:0.5", 1.0, trainer._draws()))
-    assert not torch.equal(t, trainer._bcr_transform(plain, augmented))  # a fresh draw each time
+    assert not torch.equal(t, trainer.loss.bcr_transform(plain, augmented))  # a fresh draw each time
 
     trainer = _tiny_trainer(bcr_mode="shift", bcr_shift=0.125)
     ones = torch.ones(4, 1, 32, 32)
-    t = trainer._bcr_transform(torch.zeros_like(ones), ones)
+    t = trainer.loss.bcr_transform(torch.zeros_like(ones), ones)
     moved = (t == 0).float()  # the zero-filled band: at most 4 rows/columns on each side, from the augmented input
     assert moved.sum() > 0 and (t == 1).any()
     assert moved[..., 4:28, 4:28].sum() == 0
@@ -178,7 +179,7 @@ def test_bcr_diffaug_mode_is_an_independent_augmentation_of_the_plain_images():
 
 def test_learning_rate_warms_up_linearly_in_images():
     """lr(step) = lr x min(1, images after the step / (lr_warmup_kimg x 1000)); Adam is given that rate."""
-    from vitgan.training.loop import lr_warmup
+    from vitgan.training.trainer import lr_warmup
 
     cfg = vitgan.presets.get("mnist", batch=16, lr_warmup_kimg=0.064)  # 4 steps of 16 images
     assert [lr_warmup(cfg, n) for n in (0, 16, 32, 48, 64, 1000)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]

@@ -106,7 +106,7 @@ def peak_memory_mb(device: torch.device) -> float:
 def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.dtype | None, compile: bool = False,
                   repeats: int = 5) -> dict[str, object]:
     """Every figure of the module docstring, as one flat dict."""
-    from vitgan.training.loop import Trainer
+    from vitgan.training.trainer import Trainer
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -14,33 +14,87 @@ from pathlib import Path
 from typing import Any
 
 from vitgan import __version__, presets
-from vitgan.config import Config, ConfigError
+from vitgan.config import Config, ConfigError, non_none, parse_field
 from vitgan.data import DataError
 from vitgan.metrics.inception import WEIGHTS_NAME, InceptionError
 from vitgan.training import distributed
 from vitgan.training.checkpoint import CheckpointError
+from vitgan.training.options import RunOptions
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def one_line(text: str) -> str:
+    """`text` with every character that is not printable (control characters, line and paragraph separators, lone
+    surrogates from undecodable arguments) written as its Python escape: whatever the user typed, an error is one
+    line (`--resume $'\\r'` reads `\\r`)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors (which quote what the user typed) are one line, like vitgan's own."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        super().error(one_line(message))
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default once, after its help; nothing for an option without one (None, or a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "(default: " in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _shown(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value) if value != "" else "''"
+
+
+def add_field_options(group: Any, cls: type, prefix: str, *, defaults: Any = None, only: Sequence[str] = (),
+                      switches: bool = False) -> None:
+    """One --field-name option per field of the dataclass `cls` (`only` those, if given), its help the field's
+    meaning and its default (from the object `defaults`, else the field's) shown once. The value is kept as typed
+    (dest PREFIX + name, None when absent) and converted by `fields_from_args`; with `switches`, a boolean field
+    that defaults to false is a flag without a value."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if not field.metadata.get("cli", True) or (only and field.name not in only):
+            continue
+        hint = non_none(hints[field.name])
+        default = field.default if defaults is None else getattr(defaults, field.name)
+        shown = "" if default is None or (switches and default is False) else f" (default: {_shown(default)})"
+        kwargs: dict[str, Any] = {"dest": prefix + field.name, "default": None,
+                                  "help": (field.metadata["help"] + shown).replace("%", "%%")}
+        if switches and hint is bool and default is False:
+            kwargs["action"] = "store_true"
+        else:
+            literal = typing.get_origin(hint) is typing.Literal
+            kwargs["metavar"] = field.metadata.get("metavar") or (
+                "|".join(typing.get_args(hint)) if literal else hint.__name__.upper())
+        group.add_argument(field.metadata.get("flag", "--" + field.name.replace("_", "-")), **kwargs)
+
+
+def fields_from_args(args: argparse.Namespace, cls: type, prefix: str) -> dict[str, Any]:
+    """The fields of `cls` given on the command line (by `add_field_options`), converted to their types."""
+    given = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls) if hasattr(args, prefix + f.name)}
+    return {name: parse_field(cls, name, value) if isinstance(value, str) else value
+            for name, value in given.items() if value is not None}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, default_preset: str, *, resumable: bool = False) -> None:
     """--preset NAME and one --field-name VALUE override for every field of Config."""
-    parser.add_argument("--preset", help=f"named configuration: {', '.join(presets.names())} (default: mnist, or "
-                        "the resumed run's)")
-    group = parser.add_argument_group("preset overrides (any Config field)")
-    hints = typing.get_type_hints(Config)
-    for field in dataclasses.fields(Config):
-        hint = hints[field.name]
-        kind = "|".join(typing.get_args(hint)) if typing.get_origin(hint) is typing.Literal else hint.__name__
-        group.add_argument("--" + field.name.replace("_", "-"), dest=f"cfg_{field.name}", metavar=kind,
-                           help=f"default in the preset; Config default {field.default!r}")
+    resumed = ", or the resumed run's" if resumable else ""
+    parser.add_argument("--preset", help=f"named configuration: {', '.join(presets.names())} (default: "
+                        f"{default_preset}{resumed})")
+    group = parser.add_argument_group(
+        "configuration (any Config field)", f"Each default is the {default_preset} preset's; --preset NAME gives "
+        "another preset's (`vitgan presets -v` lists them all).")
+    add_field_options(group, Config, "cfg_", defaults=presets.get(default_preset))
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The Config fields given explicitly on the command line, converted to their types."""
-    return {
-        f.name: Config.parse_value(f.name, getattr(args, f"cfg_{f.name}"))
-        for f in dataclasses.fields(Config)
-        if getattr(args, f"cfg_{f.name}") is not None
-    }
+    return fields_from_args(args, Config, "cfg_")
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
@@ -61,26 +115,26 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from vitgan.training import checkpoint
-    from vitgan.training.loop import RunOptions, resume_config, train
+    from vitgan.training.loop import open_data, resume_config, train
 
     overrides = overrides_from_args(args)
+    run = fields_from_args(args, RunOptions, "run_")
     state, resume = None, None
-    if args.resume:
-        found = checkpoint.find_resume(args.resume, args.outdir, lambda line: print(f"vitgan: {line}",
-                                                                                     file=sys.stderr))
+    wanted = run.pop("resume", None)
+    if wanted:
+        found = checkpoint.find_resume(wanted, run.get("outdir", RunOptions.outdir),
+                                       lambda line: print(f"vitgan: {one_line(line)}", file=sys.stderr))
         if found is not None:
             resume, state = str(found[0]), found[1]
     preset = args.preset or (state or {}).get("preset") or "mnist"
-    opts = RunOptions(preset=preset, data=args.data, outdir=args.outdir, seed=args.seed, resume=resume,
-                      precision=args.precision, device=args.device, minutes=args.minutes, tick_kimg=args.tick,
-                      snap=args.snap, keep=args.keep, nan_policy=args.nan_policy, mirror=args.mirror,
-                      skip_bad=args.skip_bad, metrics=args.metrics, metric_every=args.metric_every,
-                      inception=args.inception, compile=args.compile, batch_gpu=args.batch_gpu,
-                      dist_timeout=args.dist_timeout)
+    opts = RunOptions(preset=preset, resume=resume, **run)
     opts.check()
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
-    if args.dry_run:
-        print(json.dumps({"config": cfg.to_dict(), "run": dataclasses.asdict(opts)}, indent=2))
+    if args.dry_run:  # everything a run checks before it starts, the data included, then stop
+        data = open_data(cfg, opts)
+        print(json.dumps({"config": cfg.to_dict(), "run": dataclasses.asdict(opts),
+                          "data": {"name": data.name, "num_images": len(data), "shape": list(data.images.shape[1:])}},
+                         indent=2))
         return
     train(cfg, opts, state)
 
@@ -88,11 +142,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from vitgan.sampling import parse_seeds, write_images
     from vitgan.training.checkpoint import load
+    from vitgan.training.device import resolve_device
 
     seeds = parse_seeds(args.seeds)
     if args.batch < 1:
         raise ConfigError(f"batch: must be positive, got {args.batch}")
-    generator = load(args.ckpt, device=args.device)
+    generator = load(args.ckpt, device=resolve_device(args.run_device or RunOptions.device))
     written = write_images(generator, seeds, Path(args.outdir), psi=args.trunc, batch=args.batch,
                            interpolation_steps=args.steps if args.interpolate else 0)
     print(f"wrote {len(written)} images to {args.outdir}")
@@ -123,7 +178,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from vitgan.data import load as load_data
     from vitgan.metrics.evaluate import Evaluator, parse_metrics
     from vitgan.training.checkpoint import load
-    from vitgan.training.loop import resolve_device
+    from vitgan.training.device import resolve_device
 
     metrics = parse_metrics(args.metrics)
     if args.batch < 1:
@@ -152,7 +207,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if data_spec is None:
             raise ConfigError(f"data: {ckpt} does not say what it was trained on (no training_options.json); "
                               "give --data")
-    device = resolve_device(args.device)
+    device = resolve_device(args.run_device or RunOptions.device)
     data = load_data(data_spec, resolution=resolution, channels=channels)
     start = time.time()
     evaluator = Evaluator(metrics, data, inception_path=args.inception, device=device, batch=args.batch,
@@ -185,7 +240,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     import torch
 
     from vitgan.bench import run_benchmark
-    from vitgan.training.loop import resolve_device, resolve_precision
+    from vitgan.training.device import resolve_device, resolve_precision
 
     preset = args.preset or BENCH_PRESET
     cfg = presets.get(preset, **overrides_from_args(args))
@@ -193,11 +248,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
         raise ConfigError(f"repeats: must be positive, got {args.repeats}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"threads: must be positive, got {args.threads}")
-    device = resolve_device(args.device)
-    amp = resolve_precision(args.precision, device)
+    run = RunOptions(**fields_from_args(args, RunOptions, "run_"))
+    run.check()
+    device = resolve_device(run.device)
+    amp = resolve_precision(run.precision, device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = run_benchmark(cfg, preset=preset, device=device, amp=amp, compile=args.compile, repeats=args.repeats)
+    result = run_benchmark(cfg, preset=preset, device=device, amp=amp, compile=run.compile, repeats=args.repeats)
     line = json.dumps(result)
     print(line)
     if args.out:
@@ -214,7 +271,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="convert a dataset (folder, zip, CIFAR, CelebA, LSUN LMDB) to a zip of PNGs",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("src", help="a folder or zip of images, CIFAR-10/100 batches (folder or .tar.gz), CelebA's "
                    "img_align_celeba (folder or zip), or an LSUN LMDB export folder")
     p.add_argument("dest", help="the zip to write (written to a temporary file, renamed when complete)")
@@ -243,7 +300,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vitgan", description="ViTGAN: GANs with Vision Transformers.")
+    parser = ArgumentParser(prog="vitgan", description="ViTGAN: GANs with Vision Transformers.")
     parser.add_argument("--version", action="version", version=f"vitgan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -252,40 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("train", help="train a ViTGAN (default: the mnist preset on the bundled MNIST digits)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_arguments(p)
-    p.add_argument("--data", default="mnist", help="'mnist' (the bundled 5k digits), a zip from `vitgan prepare`, "
-                   "or any source `prepare` reads (resized to the preset's resolution)")
-    p.add_argument("--mirror", action="store_true", help="flip each real image left-right with probability 1/2")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable data files (they are listed)")
-    p.add_argument("--outdir", default="runs", help="runs are written to OUTDIR/NNNNN-<preset>-<data>/")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the run")
-    p.add_argument("--resume", help="a training-state-*.pt file; a run folder (its newest training state that "
-                   "verifies); or 'auto': the newest verified one of all runs in --outdir (none: a fresh start)")
-    p.add_argument("--tick", type=float, default=4.0, help="kimg between status lines and sample grids")
-    p.add_argument("--snap", type=int, default=10, help="ticks between network snapshots and training states")
-    p.add_argument("--keep", type=int, default=2, help="training states kept in the run folder (the newest)")
-    p.add_argument("--nan-policy", default="stop", choices=["stop", "rollback"],
-                   help="NaN/inf in a loss, gradient or weight: stop with an error, or go back to the last good "
-                   "training state with half the learning rates (at most 3 times)")
-    p.add_argument("--minutes", type=float, help="stop after this many minutes (a final snapshot is written)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="autocast dtype; auto = bf16 where the hardware has bf16 matrix units")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--metrics", help="metrics of the EMA generator during training, e.g. fid10k,kid10k (see eval)")
-    p.add_argument("--metric-every", type=int, default=1, help="ticks between metric evaluations (and at the end)")
-    p.add_argument("--inception", help=f"the {WEIGHTS_NAME} file for Inception metrics (default: "
-                   "$VITGAN_INCEPTION, then the torch hub cache)")
-    p.add_argument("--compile", action="store_true", help="run G and D through torch.compile")
-    p.add_argument("--batch-gpu", type=int, help="images per device per round; --batch (the total over all ranks) "
-                   "is reached by gradient accumulation when larger (default: --batch / ranks)")
-    p.add_argument("--dist-timeout", type=float, default=600.0, help="under torchrun: seconds to wait for a lost "
-                   "rank before failing")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
+                       formatter_class=HelpFormatter)
+    add_config_arguments(p, "mnist", resumable=True)
+    add_field_options(p.add_argument_group("run options"), RunOptions, "run_", switches=True)
+    p.add_argument("--dry-run", action="store_true", help="check the options and open the data, print what the "
+                   "run would use, and exit")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="write images from a network snapshot",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--ckpt", required=True, help="a network-snapshot-*.safetensors file, or a folder written by "
                    "`vitgan export`")
     p.add_argument("--seeds", default="0-63", help="latent seeds, e.g. 0-63 or 1,5,9")
@@ -294,27 +326,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8, help="interpolation frames per pair of seeds")
     p.add_argument("--batch", type=int, default=32, help="images per forward pass")
     p.add_argument("--outdir", default="out", help="output folder")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_field_options(p, RunOptions, "run_", only=["device"])
     p.set_defaults(func=cmd_generate)
 
     add_prepare_parser(sub)
 
     p = sub.add_parser("bench", help="time D, G and a training iteration against a standard ViT and the GEMM rate",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_arguments(p)
-    for action in p._actions:  # bench's own default preset
-        if action.dest == "preset":
-            action.help = f"named configuration: {', '.join(presets.names())} (default: {BENCH_PRESET})"
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="as for train")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--compile", action="store_true", help="torch.compile G and D (and the standard ViT)")
+                       formatter_class=HelpFormatter)
+    add_config_arguments(p, BENCH_PRESET)
+    add_field_options(p, RunOptions, "run_", only=["precision", "device", "compile"], switches=True)
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per figure (the median is reported)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     p.add_argument("--out", help="also append the JSON line to this file")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("ablate", help="train the paper's ablations (or the recipe sweep) for the same number of "
-                       "images and write a report", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       "images and write a report", formatter_class=HelpFormatter)
     p.add_argument("--data", default="mnist", help="the bundled digits (the report's digit FID needs them)")
     p.add_argument("--preset", default="mnist", help="the configuration every variant starts from")
     p.add_argument("--group", default="paper", choices=["paper", "recipe"], help="the paper's ablations, or the "
@@ -342,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot, "
                        "an exported generator, or a folder/zip of generated images",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--ckpt", help="a network-snapshot-*.safetensors file or an exported folder (its EMA generator)")
     p.add_argument("--gen", help="instead of --ckpt: generated images, in any form --data takes (a folder, a zip, "
                    "...); the first N are scored")
@@ -359,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="folder of cached reference features (default: $VITGAN_CACHE or ~/.cache/vitgan)")
     p.add_argument("--max-real", type=int, help="use at most this many real images (default: all)")
     p.add_argument("--batch", type=int, default=64, help="images per forward pass")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_field_options(p, RunOptions, "run_", only=["device"])
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="write a snapshot's EMA generator as config.json + model.safetensors + model "
@@ -389,23 +416,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # the command's own arguments, for reports
     if argv is None and args.command in ("train", "bench", "eval"):  # a command line, not a call from Python
         _rerun_with_fast_malloc()
+    finished = False
     try:
         args.func(args)
+        finished = True
     except (ConfigError, DataError, CheckpointError, InceptionError, FloatingPointError) as error:
-        print(f"vitgan: error: {error}", file=sys.stderr)
+        print(f"vitgan: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a read-only folder, a missing permission: the file and the reason
         where = f"{error.filename}: " if error.filename else ""
-        print(f"vitgan: error: {where}{error.strerror or error}", file=sys.stderr)
+        print(f"vitgan: error: {one_line(f'{where}{error.strerror or error}')}", file=sys.stderr)
         return 2
     except RuntimeError as error:  # under torchrun: a lost rank or a failed collective, said in one line
         if not distributed.launched():
             raise
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"vitgan: error: rank {os.environ.get('RANK', '?')}: {first}", file=sys.stderr)
+        print(f"vitgan: error: rank {os.environ.get('RANK', '?')}: {one_line(first)}", file=sys.stderr)
         return 1
     finally:
-        distributed.shutdown()
+        distributed.shutdown(clean=finished)
     return 0
 
 

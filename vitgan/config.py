@@ -1,101 +1,122 @@
 """The one configuration object: every network size and every ablation switch is a field here.
 
 A variant of ViTGAN is a value of `Config`, never a copy of a model. Every field is checked when a `Config` is made,
-and a bad value raises `ConfigError` with a one-line message that names the field.
+and a bad value raises `ConfigError` with a one-line message that names the field. Each field carries its meaning
+(`option(default, help)`), which the command line shows as the option's `--help`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from vitgan.training.augment import parse_policy
+# DiffAugment's ops, in the names a policy uses (vitgan/training/augment.py implements exactly these: tested)
+AUGMENT_OPS = ("color", "brightness", "saturation", "contrast", "translation", "xflip", "cutout", "scale")
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid. The message is one line and starts with the field's name."""
 
 
+def option(default: Any, help: str, **cli: Any) -> Any:
+    """A dataclass field with its meaning, shown by `--help`; `cli` may say how the command line spells it
+    (`flag="--tick"`, `metavar="DIR"`) or that it is not an option (`cli=False`)."""
+    return dataclasses.field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class Config:
     # --- images ---
-    resolution: int = 32  # output side in pixels (square images)
-    channels: int = 3  # 1 (grayscale) or 3 (RGB)
+    resolution: int = option(32, "output side in pixels (square images)")
+    channels: int = option(3, "1 (grayscale) or 3 (RGB)")
 
     # --- generator ---
-    z_dim: int = 384  # latent size
-    w_dim: int = 384  # mapping-network output size
-    mapping_layers: int = 8  # depth of the mapping MLP z -> w
-    mapping_lr_mul: float = 0.01  # learning-rate multiplier of the mapping MLP (equalised learning rate)
-    g_patch: int = 4  # side of one generated patch
-    g_dim: int = 384  # token width
-    g_depth: int = 4  # transformer blocks
-    g_heads: int = 6
-    g_mlp_dim: int = 1536
-    g_design: Literal["A", "B", "C"] = "C"  # A: w added to tokens, B: w prepended as a token, C: SLN (ViTGAN)
-    # where each block's norm sits: `pre` on the branch inputs, the residual stream bypassing it (the paper's Eq. 5);
-    # `stream` on the residual stream itself before each branch, so w modulates the stream (the authors' code)
-    g_norm_position: Literal["pre", "stream"] = "pre"
-    # SLN's gamma/beta layers with StyleGAN's equalised learning rate (as the authors' code): the same function at
-    # initialisation, Adam's steps ~sqrt(w_dim) times smaller relative to the weights
-    g_sln_equalized: bool = False
-    g_head: Literal["inr", "linear"] = "inr"  # patch decoder: implicit neural representation or a linear layer
-    g_output: Literal["tanh", "linear"] = "tanh"  # tanh: pixels in [-1, 1]; linear: unbounded (StyleGAN2-style)
-    g_fourier_dim: int = 64  # Fourier features of the pixel coordinates inside a patch (INR head)
-    g_inr_hidden: int = 128  # hidden width of the INR MLP
+    z_dim: int = option(384, "latent size")
+    w_dim: int = option(384, "mapping-network output size")
+    mapping_layers: int = option(8, "depth of the mapping MLP z -> w")
+    mapping_lr_mul: float = option(0.01, "learning-rate multiplier of the mapping MLP (equalised learning rate)")
+    g_patch: int = option(4, "G: side of one generated patch, in pixels")
+    g_dim: int = option(384, "G: token width")
+    g_depth: int = option(4, "G: transformer blocks")
+    g_heads: int = option(6, "G: attention heads (must divide g_dim)")
+    g_mlp_dim: int = option(1536, "G: hidden width of each block's MLP")
+    g_design: Literal["A", "B", "C"] = option("C", "G's use of w: A adds it to every token, B prepends it as a token "
+                                              "(both with plain LayerNorm), C modulates each LayerNorm (SLN, ViTGAN)")
+    g_norm_position: Literal["pre", "stream"] = option("pre", "where each G block's norm sits: pre on the branch "
+                                                       "inputs, the residual stream bypassing it (the paper's Eq. 5); "
+                                                       "stream on the residual stream itself before each branch, so w "
+                                                       "modulates the stream (the authors' code)")
+    g_sln_equalized: bool = option(False, "SLN's gamma/beta layers with StyleGAN's equalised learning rate (the "
+                                   "authors' code): the same function at initialisation, Adam's steps ~sqrt(w_dim) "
+                                   "times smaller relative to the weights")
+    g_head: Literal["inr", "linear"] = option("inr", "G's patch decoder: an implicit neural representation of the "
+                                              "patch's pixels, or one linear layer")
+    g_output: Literal["tanh", "linear"] = option("tanh", "tanh: pixels in [-1, 1]; linear: unbounded "
+                                                 "(StyleGAN2-style)")
+    g_fourier_dim: int = option(64, "INR head: Fourier features of the pixel coordinates inside a patch")
+    g_inr_hidden: int = option(128, "INR head: hidden width of its MLP")
 
     # --- discriminator ---
-    d_arch: Literal["vit", "cnn"] = "vit"  # "cnn": StyleGAN2-style residual D (the "ViTGAN G + CNN D" variant)
-    d_patch: int = 4  # stride P of the patch grid
-    d_overlap: bool = True  # overlapping patches of side P + 2*(P/2), stride P
-    d_dim: int = 384
-    d_depth: int = 4
-    d_heads: int = 6
-    d_mlp_dim: int = 1536
-    d_attention: Literal["l2", "dot"] = "l2"  # L2-distance attention with tied q/k, or dot-product attention
-    # improved spectral norm, plain spectral norm, ISN with a learned gain (sigma-reparam), or none
-    d_norm: Literal["isn", "sn", "sigma_reparam", "none"] = "isn"
-    # initial gain of D's query/key projection (its Xavier bound times this; ISN keeps it): squared distances scale
-    # with its square, and at 1 tied-q/k L2 attention attends almost only to itself (the class token takes ~1% of
-    # its attention from the patches), at 0.5 mostly to the other tokens
-    d_qk_gain: float = 1.0
-    d_head: Literal["linear", "mlp"] = "linear"  # the logit from the class token: one linear layer, or a 2-layer MLP
-    d_mbstd: bool = False  # ViT D: append the minibatch standard deviation of the class token to the head's input
-    d_cnn_base: int = 16384  # CNN D: channels at resolution r are min(d_cnn_max, d_cnn_base // r)
-    d_cnn_max: int = 512
+    d_arch: Literal["vit", "cnn"] = option("vit", "D's architecture: the ViT, or a StyleGAN2-style residual CNN "
+                                           "(the 'ViTGAN G + CNN D' variant)")
+    d_patch: int = option(4, "ViT D: stride P of the patch grid")
+    d_overlap: bool = option(True, "ViT D: overlapping patches of side P + 2*(P/2) with stride P, or plain P-patches")
+    d_dim: int = option(384, "ViT D: token width")
+    d_depth: int = option(4, "ViT D: transformer blocks")
+    d_heads: int = option(6, "ViT D: attention heads (must divide d_dim)")
+    d_mlp_dim: int = option(1536, "ViT D: hidden width of each block's MLP")
+    d_attention: Literal["l2", "dot"] = option("l2", "ViT D: L2-distance attention with tied q/k, or dot-product "
+                                               "attention")
+    d_norm: Literal["isn", "sn", "sigma_reparam", "none"] = option("isn", "ViT D: improved spectral norm, plain "
+                                                                   "spectral norm, ISN with a learned gain per layer "
+                                                                   "(sigma-reparam), or none")
+    d_qk_gain: float = option(1.0, "ViT D: initial gain of the query/key projection (its Xavier bound times this; ISN "
+                              "keeps it). Squared distances scale with its square: at 1 tied-q/k L2 attention "
+                              "attends almost only to itself at initialisation (the class token takes ~1% of its "
+                              "attention from the patches), at 0.5 mostly to the other tokens")
+    d_head: Literal["linear", "mlp"] = option("linear", "ViT D: the logit from the class token through one linear "
+                                              "layer, or a 2-layer MLP (the authors' D head)")
+    d_mbstd: bool = option(False, "ViT D: append the minibatch standard deviation of the class token to the head's "
+                           "input")
+    d_cnn_base: int = option(16384, "CNN D: channels at resolution r are min(d_cnn_max, d_cnn_base // r)")
+    d_cnn_max: int = option(512, "CNN D: the most channels of a layer")
 
     # --- training (paper, Section 4: Adam (0, 0.99), lr 0.002, batch 128, bCR 10, DiffAugment, optional R1) ---
-    batch: int = 128  # total batch size
-    g_lr: float = 0.002
-    d_lr: float = 0.002
-    beta1: float = 0.0
-    beta2: float = 0.99
-    # DiffAugment policy, applied to real and fake images before D: ops in order, `op:p` gives an op its own
-    # probability (ops: color = brightness+saturation+contrast as one, brightness, saturation, contrast, translation,
-    # xflip, cutout, scale)
-    augment: str = "color,translation,cutout,scale"
-    augment_p: float = 0.8  # probability of each augmentation without its own, per sample
-    augment_fill: Literal["zero", "reflect", "edge"] = "zero"  # what translation/scale bring in, cutout erases with
-    bcr_real: float = 10.0  # balanced consistency regularisation weights
-    bcr_fake: float = 10.0
-    # bCR's transformation T: `shift` translates D's augmented input by up to bcr_shift of the image; `diffaug` is a
-    # second, independent DiffAugment draw of the un-augmented images (the authors' code)
-    bcr_mode: Literal["shift", "diffaug"] = "shift"
-    bcr_shift: float = 0.125
-    r1_gamma: float = 0.0  # R1 on real images (0 = off; the paper found it weakens a ViT D)
-    r1_interval: int = 16  # lazy R1: every this many D steps, scaled by the interval
-    lr_warmup_kimg: float = 0.0  # both learning rates ramp linearly from 0 over this many kimg (0 = none)
-    ema_kimg: float = 10.0  # half-life of the generator's EMA, in thousands of images
-    ema_rampup: float = 0.05  # EMA half-life at most this fraction of the images seen so far (0 = no ramp-up)
-    kimg: float = 25000.0  # training length, in thousands of real images shown to D
+    batch: int = option(128, "total batch size, over all ranks and accumulation rounds")
+    g_lr: float = option(0.002, "G's Adam learning rate")
+    d_lr: float = option(0.002, "D's Adam learning rate")
+    beta1: float = option(0.0, "Adam's beta1 (both networks)")
+    beta2: float = option(0.99, "Adam's beta2 (both networks)")
+    augment: str = option("color,translation,cutout,scale", "DiffAugment policy, applied to real and fake images "
+                          "before D: ops in order, comma-separated ('' for none); `op:p` gives an op its own "
+                          f"probability. Ops: {', '.join(AUGMENT_OPS)} (color = brightness, saturation and contrast "
+                          "as one op)")
+    augment_p: float = option(0.8, "probability of each augmentation op without its own, per sample")
+    augment_fill: Literal["zero", "reflect", "edge"] = option("zero", "what translation and scale bring in and "
+                                                              "cutout erases with: 0, the mirror image, or the edge "
+                                                              "pixels (cutout: the border's mean)")
+    bcr_real: float = option(10.0, "weight of balanced consistency regularisation on real images (0 = off)")
+    bcr_fake: float = option(10.0, "weight of balanced consistency regularisation on fake images (0 = off)")
+    bcr_mode: Literal["shift", "diffaug"] = option("shift", "bCR's transformation T: shift translates D's augmented "
+                                                   "input by up to bcr_shift of the image; diffaug is a second, "
+                                                   "independent DiffAugment draw of the un-augmented images (the "
+                                                   "authors' code)")
+    bcr_shift: float = option(0.125, "bcr_mode shift: the largest translation, as a fraction of the image")
+    r1_gamma: float = option(0.0, "R1 weight gamma on real images (0 = off; the paper found it weakens a ViT D)")
+    r1_interval: int = option(16, "lazy R1: every this many D steps, scaled by the interval (1 = every step)")
+    lr_warmup_kimg: float = option(0.0, "both learning rates ramp linearly from 0 over this many kimg (0 = none)")
+    ema_kimg: float = option(10.0, "half-life of the generator's EMA, in thousands of images")
+    ema_rampup: float = option(0.05, "the EMA half-life is at most this fraction of the images seen so far "
+                               "(0 = no ramp-up)")
+    kimg: float = option(25000.0, "training length, in thousands of real images shown to D")
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        check_types(self)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -147,30 +168,80 @@ class Config:
     @classmethod
     def parse_value(cls, name: str, text: str) -> Any:
         """Convert a command-line string to the type of field `name` (validated when the Config is made)."""
-        hints = typing.get_type_hints(cls)
-        if name not in hints:
-            raise ConfigError(f"{name}: unknown configuration field")
-        hint = hints[name]
-        try:
-            if hint is bool:
-                lowered = text.strip().lower()
-                if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return lowered in ("true", "1", "yes")
-            if hint is int:
-                return int(text)
-            if hint is float:
-                return float(text)
-        except ValueError:
-            raise ConfigError(f"{name}: cannot read {text!r} as {hint.__name__}") from None
-        return text
+        return parse_field(cls, name, text)
+
+
+def parse_field(cls: type, name: str, text: str) -> Any:
+    """Convert a command-line string to the type of the dataclass field `cls.name` (for `X | None`, to X)."""
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        raise ConfigError(f"{name}: unknown configuration field")
+    hint = non_none(hints[name])
+    try:
+        if hint is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: cannot read {text!r} as {hint.__name__}") from None
+    return text
+
+
+def parse_policy(policy: str) -> list[tuple[str, float | None]]:
+    """'color,cutout:0.3' -> [('color', None), ('cutout', 0.3)]: each op with its own probability, or None for the
+    policy-wide one. Raises ValueError on an unknown op or a probability outside [0, 1]."""
+    ops = []
+    for item in (part.strip() for part in policy.split(",")):
+        if not item:
+            continue
+        name, _, p_text = (part.strip() for part in item.partition(":"))
+        if name not in AUGMENT_OPS:
+            raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENT_OPS)}")
+        p = None
+        if p_text:
+            try:
+                p = float(p_text)
+            except ValueError:
+                raise ValueError(f"{item!r}: the probability after ':' must be a number") from None
+            if not 0 <= p <= 1:
+                raise ValueError(f"{item!r}: the probability must be in [0, 1]")
+        ops.append((name, p))
+    return ops
 
 
 _MAY_BE_ZERO = {"beta1", "augment_p", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma", "lr_warmup_kimg", "ema_kimg",
                 "ema_rampup"}
 
 
-def _check_type(name: str, value: Any, hint: Any) -> None:
+def non_none(hint: Any) -> Any:
+    """X for the hint `X | None`, else the hint itself."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return hint
+
+
+def check_types(obj: Any) -> None:
+    """Check each field of the dataclass `obj` against its type hint, naming the first bad one. Numbers are coerced
+    to their field's type: an integer given to a float field becomes a float (`Config(beta1=0)` reaches Adam as 0.0),
+    a numpy integer an int."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        if value is None and non_none(hint) is not hint:
+            continue
+        coerced = _check_type(f.name, value, non_none(hint))
+        if coerced is not value:
+            object.__setattr__(obj, f.name, coerced)  # frozen dataclasses too
+
+
+def _check_type(name: str, value: Any, hint: Any) -> Any:
+    """`value` as the type `hint` names (a number converted to it), or a ConfigError naming the field."""
     if typing.get_origin(hint) is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
@@ -179,10 +250,17 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         if not isinstance(value, bool):
             raise ConfigError(f"{name}: expected true or false, got {value!r}")
     elif hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return int(value)
     elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        try:
+            number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+        except OverflowError:  # an integer beyond float's range
+            number = math.inf
+        if not math.isfinite(number):
             raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+        return number
     elif hint is str and not isinstance(value, str):
         raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return value

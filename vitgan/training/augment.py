@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from vitgan.config import parse_policy
+
 
 class Draws:
     """Random numbers for rows [start, start + n) of a batch of `total` samples (default: the whole batch of n).
@@ -152,6 +154,7 @@ def scale(x: torch.Tensor, generator: Randomness = None, std: float = 0.2, fill:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
+# the ops Config's `augment` may name (config.AUGMENT_OPS, the same names in the same order: tests/test_augment.py)
 AUGMENTS: dict[str, Callable[..., torch.Tensor]] = {
     "color": color,
     "brightness": brightness,
@@ -163,28 +166,6 @@ AUGMENTS: dict[str, Callable[..., torch.Tensor]] = {
     "scale": scale,
 }
 FILLED = {"translation", "cutout", "scale"}  # the ops that take a `fill`
-
-
-def parse_policy(policy: str) -> list[tuple[str, float | None]]:
-    """'color,cutout:0.3' -> [('color', None), ('cutout', 0.3)]: each op with its own probability, or None for the
-    policy-wide one. Raises ValueError on an unknown op or a probability outside [0, 1]."""
-    ops = []
-    for item in (part.strip() for part in policy.split(",")):
-        if not item:
-            continue
-        name, _, p_text = (part.strip() for part in item.partition(":"))
-        if name not in AUGMENTS:
-            raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENTS)}")
-        p = None
-        if p_text:
-            try:
-                p = float(p_text)
-            except ValueError:
-                raise ValueError(f"{item!r}: the probability after ':' must be a number") from None
-            if not 0 <= p <= 1:
-                raise ValueError(f"{item!r}: the probability must be in [0, 1]")
-        ops.append((name, p))
-    return ops
 
 
 def diff_augment(x: torch.Tensor, policy: str, p: float = 0.8, generator: Randomness = None,

@@ -58,8 +58,18 @@ def init(device: str, *, timeout_s: float = 600) -> tuple[World, str]:
     return World(rank, size, local_rank), device
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
+def shutdown(*, clean: bool = True) -> None:
+    """Leave the process group. After a clean finish every rank first waits at a barrier, so that none tears down its
+    connections (and exits) while another still communicates: a gloo rank whose peer vanished mid-collective or whose
+    worker threads were never joined dies with SIGABRT ("terminate called without an active exception") instead of
+    exiting. Then the group is destroyed, which joins its worker threads while the interpreter is fully alive. After
+    an error (`clean=False`) the barrier is skipped: the other ranks may never reach it."""
+    if not dist.is_initialized():
+        return
+    try:
+        if clean:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
 
 

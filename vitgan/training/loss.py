@@ -1,9 +1,18 @@
-"""GAN losses and regularisers: non-saturating logistic loss, balanced consistency regularisation, R1."""
+"""The training objective: its formulas (non-saturating logistic loss, balanced consistency regularisation, R1) and
+`ViTGANLoss`, which combines them for each phase of a training step."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from vitgan.config import Config
+from vitgan.training.augment import Draws, diff_augment, translation
 
 
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -28,3 +37,115 @@ def r1_penalty(real_images: torch.Tensor, real_logits: torch.Tensor) -> torch.Te
     """
     (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
     return grad.square().sum(dim=(1, 2, 3)).mean()
+
+
+# The loss terms, in the order a step computes them: the one list the status line, the plots and the finiteness check
+# read. Each is the weighted contribution to its network's total (D: the first four, G: the last).
+D_TERMS = ("loss_d", "bcr_real", "bcr_fake", "r1")
+G_TERMS = ("loss_g",)
+TERMS = D_TERMS + G_TERMS
+
+Phase = Literal["Dmain", "Dreg", "Dboth", "Gmain"]
+PHASES: tuple[Phase, ...] = ("Dmain", "Dreg", "Dboth", "Gmain")
+
+
+class PhaseLoss(NamedTuple):
+    """What one phase of the objective gives: the total to differentiate, its named terms (they sum to the total)
+    and other observations (D's mean logits)."""
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    stats: dict[str, torch.Tensor]
+
+
+class ViTGANLoss:
+    """ViTGAN's objective (as StyleGAN2-ADA's `StyleGAN2Loss`): given the networks, one round's batch and a phase, the
+    total loss and its named terms.
+
+    - `Dmain`: D's logistic loss on DiffAugment'ed reals and fakes, `softplus(D(fake)) + softplus(-D(real))`, plus
+      balanced consistency regularisation `bcr_real * E[(D(x) - D(T(x)))^2]` on the reals and the same with
+      `bcr_fake` on the fakes, T the Config's `bcr_mode` (`transform(plain, augmented)`);
+    - `Dreg`: R1 alone, `gamma / 2 * interval * E[||grad_x D(x)||^2]` on augmented reals (lazy: the Trainer asks for it
+      every `r1_interval` D steps, hence the interval in its weight), in fp32 through the plain D (compiled code has no
+      double backward);
+    - `Dboth`: the two at once, R1 on the same augmented reals as the main loss (one backward pass);
+    - `Gmain`: G's non-saturating loss `softplus(-D(aug(G(z))))`.
+
+    Each D phase reports every D term (0 where off), so that a tick's mean of a term is its contribution per step.
+    `draws()` gives the random numbers of one round (a `Draws`); augmentations take theirs from it in a fixed order
+    (reals, fakes, then T of reals, T of fakes), so the same seed gives the same training.
+    """
+
+    def __init__(self, cfg: Config, G: nn.Module, D: nn.Module, *, draws: Callable[[], Draws],
+                 G_run: nn.Module | None = None, D_run: nn.Module | None = None,
+                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                 transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.cfg, self.G, self.D, self.draws, self.autocast = cfg, G, D, draws, autocast
+        self.G_run, self.D_run = G_run or G, D_run or D  # what the main phases call (torch.compile'd forms, if any)
+        self.transform = transform or self.bcr_transform
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """DiffAugment of one round's images, with the Config's policy, probability and fill."""
+        cfg = self.cfg
+        return diff_augment(x, cfg.augment, cfg.augment_p, self.draws(), fill=cfg.augment_fill)
+
+    def bcr_transform(self, plain: torch.Tensor, augmented: torch.Tensor) -> torch.Tensor:
+        """bCR's T: `shift` translates D's augmented input (by up to bcr_shift of the image); `diffaug` is an
+        independent DiffAugment draw of the plain images."""
+        if self.cfg.bcr_mode == "diffaug":
+            return self.augment(plain)
+        return translation(augmented, self.draws(), ratio=self.cfg.bcr_shift, fill=self.cfg.augment_fill)
+
+    def _logits(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """D's fp32 logits for several batches: one forward when D's samples never interact, else one per batch
+        (a minibatch-std layer must see each batch alone)."""
+        if getattr(self.D, "mixes_samples", True):
+            return [self.D_run(x).float() for x in batches]
+        return list(self.D_run(torch.cat(batches)).float().split([len(x) for x in batches]))
+
+    def r1(self, real_aug: torch.Tensor) -> torch.Tensor:
+        """The weighted R1 term on (augmented) reals, in fp32 through the plain D."""
+        real = real_aug.detach().float().requires_grad_(True)
+        return r1_penalty(real, self.D(real).float()) * (self.cfg.r1_gamma / 2 * self.cfg.r1_interval)
+
+    def __call__(self, phase: Phase, *, z: torch.Tensor | None = None, reals: torch.Tensor | None = None
+                 ) -> PhaseLoss:
+        """The loss of `phase` on this round's latents `z` (all but Dreg) and real images `reals` (D's phases)."""
+        if phase == "Gmain" and z is not None:
+            with self.autocast():
+                loss_g = g_nonsaturating_loss(self.D_run(self.augment(self.G_run(z))).float())
+            return PhaseLoss(loss_g, {"loss_g": loss_g}, {})
+        if phase not in PHASES or reals is None or (z is None and phase != "Dreg"):
+            raise ValueError(f"phase {phase!r}: expected one of {', '.join(PHASES)} with z (but Dreg) and reals (D)")
+        terms = dict.fromkeys(D_TERMS, torch.zeros((), device=reals.device))
+        if phase == "Dreg":
+            with self.autocast():
+                real_aug = self.augment(reals)
+            total, stats = terms["r1"], {}
+        else:
+            total, real_aug, stats = self._d_main(reals, z, terms)
+        if phase != "Dmain":
+            terms["r1"] = self.r1(real_aug)
+            total = total + terms["r1"]
+        return PhaseLoss(total, terms, stats)
+
+    def _d_main(self, reals: torch.Tensor, z: torch.Tensor, terms: dict[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """D's logistic loss and bCR terms (written into `terms`): (their total, the augmented reals, D's mean
+        logits)."""
+        cfg = self.cfg
+        with torch.no_grad(), self.autocast():
+            fakes = self.G_run(z).float()
+        with self.autocast():
+            real_aug, fake_aug = self.augment(reals), self.augment(fakes)
+            plain, augmented = (reals, fakes), (real_aug, fake_aug)
+            weighted = [(name, w, i) for i, (name, w) in enumerate((("bcr_real", cfg.bcr_real),
+                                                                     ("bcr_fake", cfg.bcr_fake))) if w > 0]
+            logits = self._logits([real_aug, fake_aug, *(self.transform(plain[i], augmented[i])
+                                                         for _, _, i in weighted)])
+            terms["loss_d"] = d_logistic_loss(logits[0], logits[1])
+            bcr = torch.zeros((), device=reals.device)
+            for (name, weight, i), transformed in zip(weighted, logits[2:], strict=True):
+                terms[name] = weight * consistency_penalty(logits[i], transformed)
+                bcr = bcr + terms[name]
+        return terms["loss_d"] + bcr, real_aug, {"logits_real": logits[0].mean(), "logits_fake": logits[1].mean()}

@@ -1,0 +1,82 @@
+"""What a run needs besides the Config: where the data and the outputs are, and how to run.
+
+Each field of `RunOptions` is an option of `vitgan train`, generated from the field as Config's are (vitgan/cli.py):
+its help is the field's, its default written once, here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from vitgan.config import ConfigError, check_types, option
+from vitgan.metrics.inception import WEIGHTS_NAME
+from vitgan.training.device import resolve_device
+
+MAX_ROLLBACKS = 3  # --nan-policy rollback gives up after this many rollbacks in one run
+ROLLBACK_LR_FACTOR = 0.5  # each rollback multiplies both learning rates by this
+
+
+@dataclass
+class RunOptions:
+    """What a run needs besides the Config: where the data and outputs are, and how to run. Each field is an option
+    of `vitgan train` (its help is the field's)."""
+
+    preset: str = option("mnist", "the preset the Config came from (names the run folder)", cli=False)
+    data: str = option("mnist", "'mnist' (the bundled 5k digits), a zip from `vitgan prepare`, or any source "
+                       "`prepare` reads (resized to the preset's resolution)", metavar="SOURCE")
+    outdir: str = option("runs", "runs are written to OUTDIR/NNNNN-<preset>-<data>/", metavar="DIR")
+    seed: int = option(0, "random seed of the run")
+    # on the command line a file, a folder or `auto`; in RunOptions, the training-state file that was chosen
+    resume: str | None = option(None, "a training-state-*.pt file; a run folder (its newest training state that "
+                                "verifies); or 'auto': the newest verified one of all runs in --outdir (none: a fresh "
+                                "start)", metavar="PATH|auto")
+    precision: Literal["auto", "fp32", "bf16"] = option("auto", "autocast dtype; auto = bf16 where the hardware has "
+                                                        "bf16 matrix units")
+    device: str = option("auto", "the device: cuda where there is one (auto), cpu, cuda or cuda:N",
+                         metavar="auto|cpu|cuda|cuda:N")
+    minutes: float | None = option(None, "stop after this many minutes (a final snapshot is written)")
+    tick_kimg: float = option(4.0, "kimg between status lines and sample grids", flag="--tick")
+    snap: int = option(10, "ticks between network snapshots and training states")
+    keep: int = option(2, "training states kept in the run folder (the newest); network snapshots are all kept")
+    nan_policy: Literal["stop", "rollback"] = option(
+        "stop", "NaN/inf in a loss, gradient or weight: stop with an error, or go back to the last good training "
+        f"state with half the learning rates (at most {MAX_ROLLBACKS} times)")
+    mirror: bool = option(False, "flip each real image left-right with probability 1/2")
+    skip_bad: bool = option(False, "skip unreadable data files (they are listed) instead of stopping")
+    compile: bool = option(False, "run G and D through torch.compile")
+    batch_gpu: int | None = option(None, "images per device per round; --batch (the total over all ranks) is reached "
+                                   "by gradient accumulation when larger (default: --batch / ranks, one round)")
+    dist_timeout: float = option(600.0, "under torchrun: seconds a collective waits for a lost rank before the job "
+                                 "fails")
+    metrics: str | None = option(None, "metrics of the EMA generator during training, e.g. "
+                                 "fid10k_full,kid10k_full (see eval)",
+                                 metavar="LIST")
+    metric_every: int = option(1, "ticks between metric evaluations (and at the end)")
+    inception: str | None = option(None, f"the {WEIGHTS_NAME} file for Inception metrics (default: "
+                                   "$VITGAN_INCEPTION, then the torch hub cache)", metavar="FILE")
+
+    def check(self) -> None:
+        check_types(self)
+        if not math.isfinite(self.tick_kimg) or self.tick_kimg <= 0:
+            raise ConfigError(f"tick_kimg: must be a positive number, got {self.tick_kimg}")
+        if self.snap < 1:
+            raise ConfigError(f"snap: must be a positive number of ticks, got {self.snap}")
+        if self.keep < 1:
+            raise ConfigError(f"keep: must keep at least one training state, got {self.keep}")
+        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise ConfigError(f"minutes: must be a positive number, got {self.minutes}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range
+            raise ConfigError(f"seed: must be in [0, 2**32), got {self.seed}")
+        if self.batch_gpu is not None and self.batch_gpu < 1:
+            raise ConfigError(f"batch_gpu: must be positive, got {self.batch_gpu}")
+        if not (math.isfinite(self.dist_timeout) and self.dist_timeout > 0):
+            raise ConfigError(f"dist_timeout: must be a positive number, got {self.dist_timeout}")
+        if self.metric_every < 1:
+            raise ConfigError(f"metric_every: must be a positive number of ticks, got {self.metric_every}")
+        resolve_device(self.device)
+        if self.metrics is not None:
+            from vitgan.metrics.evaluate import parse_metrics
+
+            parse_metrics(self.metrics)

@@ -1,0 +1,239 @@
+"""One training step of ViTGAN: draw the data, compute the objective (loss.py), step the optimisers, keep the EMA
+generator, and check that everything stays finite."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitgan.config import Config, ConfigError
+from vitgan.data import ImageData
+from vitgan.networks import Generator, build_discriminator
+from vitgan.training import checkpoint, distributed
+from vitgan.training.augment import Draws
+from vitgan.training.distributed import World
+from vitgan.training.loss import D_TERMS, G_TERMS, Phase, ViTGANLoss
+
+
+class NonFiniteError(FloatingPointError):
+    """NaN or inf in a loss term, a gradient or a weight; names the term, the step and the kimg."""
+
+    def __init__(self, term: str, value: float, step: int, nimg: int) -> None:
+        super().__init__(f"{term} became {value} in step {step} (kimg {nimg / 1000:.3f})")
+        self.term, self.step, self.nimg = term, step, nimg
+
+
+def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all the tensors together (NaN or inf if any element is): one fused reduction, no sync."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))) if tensors else torch.zeros(())
+
+
+def check_finite(terms: dict[str, torch.Tensor], step: int, nimg: int) -> None:
+    """One sync for all the step's scalars; raise NonFiniteError naming the first non-finite one, in step order."""
+    values = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+    if not bool(torch.isfinite(values).all()):
+        for name, value in zip(terms, values.tolist(), strict=True):
+            if not math.isfinite(value):
+                raise NonFiniteError(name, value, step, nimg)
+
+
+def ema_beta(cfg: Config, cur_nimg: int) -> float:
+    """Per-step EMA decay for a half-life of ema_kimg thousand images, ramped up early in training."""
+    half_life = cfg.ema_kimg * 1000
+    if cfg.ema_rampup > 0:
+        half_life = min(half_life, cur_nimg * cfg.ema_rampup)
+    return 0.5 ** (cfg.batch / max(half_life, 1e-8))
+
+
+def lr_warmup(cfg: Config, cur_nimg: int) -> float:
+    """The learning-rate factor of the step that starts at cur_nimg images: (images after the step) / warm-up
+    images, at most 1; 1 without a warm-up."""
+    if cfg.lr_warmup_kimg <= 0:
+        return 1.0
+    return min(1.0, (cur_nimg + cfg.batch) / (cfg.lr_warmup_kimg * 1000))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """ema <- beta * ema + (1 - beta) * model for parameters; buffers (w_avg) are copied."""
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p.detach(), 1 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+class Trainer:
+    """Holds the networks, optimisers and counters of one run; `step()` is one D step and one G step: it draws the
+    data, asks the objective (`loss`, a `ViTGANLoss`) for each phase's loss, steps the optimisers, keeps the EMA of G
+    and checks that every term, gradient and weight stays finite.
+
+    The batch of `cfg.batch` images is processed in rounds of `batch_gpu` images per rank (gradients accumulated,
+    then averaged over the ranks). All per-sample randomness (data order, latents, augmentation, mirroring) comes
+    from one generator seeded by the run seed and is drawn for the whole batch on every rank, each rank keeping its
+    rows: the result does not depend on how the batch is split over ranks and rounds.
+    """
+
+    def __init__(self, cfg: Config, data: ImageData, device: torch.device, amp: torch.dtype | None, *,
+                 preset: str = "custom", mirror: bool = False, compile: bool = False, seed: int = 0,
+                 world: World | None = None, batch_gpu: int | None = None) -> None:
+        self.cfg, self.data, self.device, self.amp, self.preset = cfg, data, device, amp, preset
+        self.mirror, self.world = mirror, world or World()
+        ranks = self.world.size
+        self.batch_gpu = batch_gpu or cfg.batch // ranks
+        if self.batch_gpu < 1 or cfg.batch % (self.batch_gpu * ranks):
+            raise ConfigError(f"batch_gpu: the batch of {cfg.batch} is not a multiple of {self.batch_gpu} images "
+                              f"per device x {ranks} ranks")
+        self.rounds = cfg.batch // (self.batch_gpu * ranks)
+        self.G = Generator(cfg).to(device).train()
+        self.D = build_discriminator(cfg).to(device).train()
+        for net in (self.G, self.D):
+            distributed.broadcast_module(net, self.world)  # every rank starts from rank 0's weights
+        # what the steps call: the networks themselves, or their torch.compile'd forms (same parameters)
+        self.G_run: nn.Module = torch.compile(self.G) if compile else self.G
+        self.D_run: nn.Module = torch.compile(self.D) if compile else self.D
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=betas)
+        self.loss = ViTGANLoss(cfg, self.G, self.D, draws=self._draws, G_run=self.G_run, D_run=self.D_run,
+                               autocast=self._autocast)
+        self.cur_nimg = 0
+        self.tick = 0
+        self.d_steps = 0
+        self.rng = torch.Generator().manual_seed(seed)  # the per-sample randomness, the same on every rank
+        self.order = torch.randperm(len(data), generator=self.rng)
+        self.position = 0
+
+    # --- one round's share of the batch ---
+    def _draws(self) -> Draws:
+        """Random numbers for this rank's rows of one round (batch_gpu x ranks samples)."""
+        return Draws(self.rng, start=self.world.rank * self.batch_gpu, total=self.batch_gpu * self.world.size)
+
+    def next_reals(self) -> torch.Tensor:
+        """This rank's rows of the next round of a shuffled pass over the data (a new shuffle per pass)."""
+        picked = []
+        needed = self.batch_gpu * self.world.size
+        while needed:
+            if self.position == len(self.order):
+                self.order, self.position = torch.randperm(len(self.data), generator=self.rng), 0
+            take = min(needed, len(self.order) - self.position)
+            picked.append(self.order[self.position:self.position + take])
+            self.position += take
+            needed -= take
+        mine = torch.cat(picked)[self.world.rank * self.batch_gpu:][:self.batch_gpu]
+        flip = self._draws().rand(self.batch_gpu) < 0.5 if self.mirror else None
+        return self.data.batch(mine, flip=flip).to(self.device)
+
+    def _z(self) -> torch.Tensor:
+        return self._draws().randn(self.batch_gpu, self.cfg.z_dim).to(self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    # --- one iteration ---
+    def d_phase(self) -> Phase:
+        """The phase of the next D step: with R1 (`Dboth`) every `r1_interval` D steps when R1 is on, else `Dmain`."""
+        return "Dboth" if self.cfg.r1_gamma > 0 and self.d_steps % self.cfg.r1_interval == 0 else "Dmain"
+
+    def accumulate(self, phase: Phase) -> dict[str, float]:
+        """The gradient of `phase`'s network (D for D's phases, G for Gmain; the other frozen) on one batch: this
+        rank's share, in `rounds` rounds of `batch_gpu` images, each round's loss divided by the rounds, then averaged
+        over the ranks. Returns the terms and statistics averaged over the rounds and the ranks."""
+        net, other = (self.G, self.D) if phase == "Gmain" else (self.D, self.G)
+        other.requires_grad_(False)
+        net.requires_grad_(True)
+        net.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for _ in range(self.rounds):
+            batch = {"z": self._z()} if phase == "Gmain" else {"reals": self.next_reals(), "z": self._z()}
+            total, terms, stats = self.loss(phase, **batch)
+            (total / self.rounds).backward()
+            for key, value in {**terms, **stats}.items():
+                sums[key] = sums.get(key, 0.0) + value.item() / self.rounds
+        distributed.average_gradients(net, self.world)
+        return distributed.mean_over_ranks(sums, self.world)
+
+    def _optimise(self, phase: Phase, opt: torch.optim.Optimizer, name: str
+                  ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """One optimiser step of `phase`'s network: its terms, and for the finiteness check the norms of the averaged
+        gradient and of the updated weights."""
+        net = self.G if phase == "Gmain" else self.D
+        stats = self.accumulate(phase)
+        norms = {f"grad_{name}": total_norm([p.grad for p in net.parameters() if p.grad is not None])}
+        opt.step()
+        norms[f"weights_{name}"] = total_norm(list(net.parameters()))
+        return stats, norms
+
+    def step(self) -> dict[str, float]:
+        """One D step and one G step. Raises NonFiniteError if a loss term, the total gradient norm or the weights of
+        D or G hold NaN or inf (checked in that order, with one sync for the whole step)."""
+        cfg, start_nimg = self.cfg, self.cur_nimg
+        warmup = lr_warmup(cfg, self.cur_nimg)
+        for opt, lr in ((self.opt_g, cfg.g_lr), (self.opt_d, cfg.d_lr)):
+            for group in opt.param_groups:  # this run's rate (a resumed or rolled-back run's, not the checkpoint's)
+                group["lr"] = lr * warmup
+        stats_d, norms_d = self._optimise(self.d_phase(), self.opt_d, "d")
+        self.d_steps += 1
+        stats_g, norms_g = self._optimise("Gmain", self.opt_g, "g")
+        terms = {name: torch.tensor(stats_d[name]) for name in D_TERMS}
+        check_finite({**terms, **norms_d, **{name: torch.tensor(stats_g[name]) for name in G_TERMS}, **norms_g},
+                     self.d_steps, start_nimg)
+        distributed.average_buffers(self.G, self.world)  # w_avg, tracked by each rank from its own latents
+        self.cur_nimg += cfg.batch
+        update_ema(self.G_ema, self.G, ema_beta(cfg, self.cur_nimg))
+        return {**stats_d, **stats_g, "grad_d": float(norms_d["grad_d"]), "grad_g": float(norms_g["grad_g"])}
+
+    # --- checkpoints ---
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": checkpoint.STATE_FORMAT,
+            "preset": self.preset,
+            "config": self.cfg.to_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "cur_nimg": self.cur_nimg, "tick": self.tick, "d_steps": self.d_steps,
+            "data": {"order": self.order, "position": self.position},
+            "augment": {"policy": self.cfg.augment, "p": self.cfg.augment_p},
+            "rng": checkpoint.rng_state(),
+            "sample_rng": self.rng.get_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.cur_nimg, self.tick, self.d_steps = state["cur_nimg"], state["tick"], state["d_steps"]
+        self.order, self.position = state["data"]["order"], state["data"]["position"]
+        if len(self.order) != len(self.data):
+            raise ConfigError(f"resume: the checkpoint's data had {len(self.order)} images, this data has "
+                              f"{len(self.data)}")
+        checkpoint.set_rng_state(state["rng"])
+        self.rng.set_state(state["sample_rng"])
+
+    def state_path(self, run_dir: Path) -> Path:
+        return run_dir / f"training-state-{self.cur_nimg:09d}.pt"
+
+    def save(self, run_dir: Path, *, keep_states: int = 2) -> Path:
+        """A network snapshot and a training state (the newest `keep_states` kept); returns the training state."""
+        snapshot = run_dir / f"network-snapshot-{self.cur_nimg:09d}.safetensors"
+        checkpoint.save_snapshot(snapshot, self.cfg, {"G_ema": self.G_ema, "G": self.G, "D": self.D},
+                                 {"cur_nimg": self.cur_nimg, "tick": self.tick})
+        state = self.state_path(run_dir)
+        checkpoint.save_training_state(state, self.state())
+        checkpoint.prune_training_states(run_dir, keep_states)
+        return state
+
+    def rollback(self, state: dict[str, Any], lr_factor: float) -> None:
+        """Return to a good training state with both learning rates multiplied by lr_factor."""
+        self.cfg = self.loss.cfg = self.cfg.replace(g_lr=self.cfg.g_lr * lr_factor, d_lr=self.cfg.d_lr * lr_factor)
+        self.load_state(state)
