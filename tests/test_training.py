@@ -144,7 +144,7 @@ def test_train_on_a_prepared_zip_with_mirror(tmp_path, digits):
     assert options["run"]["data"] == str(archive)
 
 
-def _tiny_trainer(**overrides):
+def _tiny_trainer(compile: bool = False, **overrides):
     from vitgan.data.dataset import ImageData
     from vitgan.training.trainer import Trainer
 
@@ -153,7 +153,7 @@ def _tiny_trainer(**overrides):
                              d_mlp_dim=64, batch=4, **overrides)
     images = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     data = ImageData(images, torch.full((8,), -1), "tiny")
-    return Trainer(cfg, data, torch.device("cpu"), None)
+    return Trainer(cfg, data, torch.device("cpu"), None, compile=compile)
 
 
 def test_bcr_diffaug_mode_is_an_independent_augmentation_of_the_plain_images():
@@ -190,3 +190,11 @@ def test_learning_rate_warms_up_linearly_in_images():
         trainer.step()
         seen.append((trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]))
     torch.testing.assert_close(seen, [(2.5e-4, 5e-4), (5e-4, 1e-3), (7.5e-4, 1.5e-3), (1e-3, 2e-3), (1e-3, 2e-3)])
+
+
+def test_a_compiled_trainer_is_built():
+    """--compile wraps G and D in torch.compile'd modules (compiled lazily, on the first call); the Trainer and its
+    loss must accept them (a compiled module has no truth value)."""
+    trainer = _tiny_trainer(compile=True)
+    assert trainer.loss.G_run is trainer.G_run and trainer.loss.D_run is trainer.D_run
+    assert trainer.G_run is not trainer.G

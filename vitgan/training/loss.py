@@ -81,7 +81,9 @@ class ViTGANLoss:
                  autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                  transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         self.cfg, self.G, self.D, self.draws, self.autocast = cfg, G, D, draws, autocast
-        self.G_run, self.D_run = G_run or G, D_run or D  # what the main phases call (torch.compile'd forms, if any)
+        # what the main phases call: torch.compile'd forms, if any (no `or`: a compiled module has no truth value)
+        self.G_run = G if G_run is None else G_run
+        self.D_run = D if D_run is None else D_run
         self.transform = transform or self.bcr_transform
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
