@@ -87,8 +87,8 @@ def test_every_discriminator_linear_layer_is_normalised():
     d = Discriminator(presets.get("mnist"))
     linears = [m for m in d.modules() if isinstance(m, nn.Linear)]
     assert linears and all(isinstance(m, ISNLinear) for m in linears)
-    # patch projection, qk and v and output per block, 2 MLP layers per block, head
-    assert len(linears) == 1 + d.cfg.d_depth * 5 + 1
+    # patch projection, qk and v and output per block, 2 MLP layers per block, the head (2 layers as an MLP)
+    assert len(linears) == 1 + d.cfg.d_depth * 5 + (2 if d.cfg.d_head == "mlp" else 1)
 
 
 def test_bad_input_shapes_give_one_line_errors():
@@ -116,7 +116,8 @@ def test_minibatch_std_feature():
 def test_minibatch_std_in_the_vit_discriminator_couples_samples():
     torch.manual_seed(1)
     x = torch.randn(8, 1, 32, 32)
-    plain, mbstd = Discriminator(presets.get("mnist", d_mbstd=False)), Discriminator(presets.get("mnist", d_mbstd=True))
+    plain = Discriminator(presets.get("mnist", d_mbstd=False, d_head="linear"))
+    mbstd = Discriminator(presets.get("mnist", d_mbstd=True, d_head="linear"))
     assert not plain.mixes_samples and mbstd.mixes_samples
     assert mbstd.head.in_features == plain.head.in_features + 1
     y = x.clone()

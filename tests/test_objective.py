@@ -193,7 +193,7 @@ def test_training_learns_a_toy_distribution():
     cfg = presets.get("mnist", resolution=8, g_dim=32, g_depth=1, g_heads=2, g_mlp_dim=64, z_dim=16, w_dim=16,
                       mapping_layers=1, g_fourier_dim=8, g_inr_hidden=16, g_output="tanh", d_dim=32, d_depth=1,
                       d_heads=2, d_mlp_dim=64, d_mbstd=False, batch=16, augment="", bcr_real=0.0, bcr_fake=0.0,
-                      r1_gamma=0.1, r1_interval=4, g_lr=5e-4, d_lr=5e-4)
+                      r1_gamma=0.1, r1_interval=4, g_lr=5e-4, d_lr=5e-4, g_sln_equalized=False, d_head="linear")
     torch.manual_seed(0)
     trainer = Trainer(cfg, data, torch.device("cpu"), None, seed=0)
     data_mean, z = data.batch(torch.arange(n)).mean(0), torch.randn(256, 16, generator=torch.Generator().manual_seed(1))

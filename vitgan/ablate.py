@@ -57,14 +57,14 @@ AUTHORS = {"bcr_real": "1", "bcr_fake": "1", "bcr_mode": "diffaug", "r1_gamma": 
            "lr_warmup_kimg": "10", "augment": "brightness,saturation,contrast,translation,cutout:0.3"}
 
 RECIPES = [
-    Variant("preset", {}, "reference", "the mnist preset's objective"),
+    Variant("preset", {}, "reference", "the mnist preset's recipe"),
+    Variant("before", {"g_sln_equalized": "false", "d_head": "linear"}, "compare",
+            "the mnist preset before 2026-11-26: plain SLN layers and a linear D head"),
     Variant("paper-bcr10", {"bcr_real": "10", "bcr_fake": "10", "r1_gamma": "0"}, "compare",
             "the paper's bCR 10 (T a shift of up to 1/8), no R1"),
     Variant("authors", AUTHORS, "compare", "the authors' code: bCR 1 diffaug, R1 0.1 every step, warm-up, cutout 0.3"),
     Variant("r1-0.1", {"r1_gamma": "0.1"}, "compare", "a tenth of the preset's R1 weight"),
     Variant("sigma-reparam", {"d_norm": "sigma_reparam"}, "compare", "ISN with a learned gain per layer"),
-    Variant("sln-eq-mlp", {"g_sln_equalized": "true", "d_head": "mlp"}, "compare",
-            "the authors' G and D heads: equalised-lr SLN, an MLP D head after the minibatch std"),
 ]
 
 GROUPS = {"paper": PAPER, "recipe": RECIPES}
