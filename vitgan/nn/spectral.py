@@ -27,6 +27,17 @@ class _ScaleBy(nn.Module):
         return weight * self.scale
 
 
+class _LearnedScale(nn.Module):
+    """Parametrization W -> gamma * W with a learned scalar gamma (sigma-reparam, Zhai et al. 2023)."""
+
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(scale.detach().clone().reshape(()))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.scale
+
+
 class SNLinear(nn.Linear):
     """nn.Linear whose weight is divided by its spectral norm (Miyato et al. 2018), Xavier-uniform initialised.
 
@@ -54,34 +65,21 @@ class SNLinear(nn.Linear):
 class ISNLinear(SNLinear):
     """Improved spectral normalisation: a drop-in for nn.Linear with W_ISN = sigma(W_init) * W / sigma(W)."""
 
+    scale_by: type[nn.Module] = _ScaleBy  # how sigma(W_init) is applied: a fixed buffer here
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_power_iterations: int = 1,
                  init_gain: float = 1.0) -> None:
         super().__init__(in_features, out_features, bias, n_power_iterations=n_power_iterations, init_gain=init_gain)
         raw = self.parametrizations.weight.original.detach()
         sigma_init = torch.linalg.matrix_norm(raw, ord=2)  # exact, once; the power iteration tracks sigma(W)
-        parametrize.register_parametrization(self, "weight", _ScaleBy(sigma_init))
+        parametrize.register_parametrization(self, "weight", self.scale_by(sigma_init))
 
 
-class _LearnedScale(nn.Module):
-    """Parametrization W -> gamma * W with a learned scalar gamma (sigma-reparam, Zhai et al. 2023)."""
-
-    def __init__(self, scale: torch.Tensor) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(scale.detach().clone().reshape(()))
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.scale
-
-
-class SigmaReparamLinear(SNLinear):
+class SigmaReparamLinear(ISNLinear):
     """ISN with a learned gain (sigma-reparam, Zhai et al. 2023): W_hat = gamma * W / sigma(W), gamma a learned scalar
     that starts at sigma(W_init), so the layer equals ISN at initialisation and D may then learn its own scale."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_power_iterations: int = 1,
-                 init_gain: float = 1.0) -> None:
-        super().__init__(in_features, out_features, bias, n_power_iterations=n_power_iterations, init_gain=init_gain)
-        raw = self.parametrizations.weight.original.detach()
-        parametrize.register_parametrization(self, "weight", _LearnedScale(torch.linalg.matrix_norm(raw, ord=2)))
+    scale_by = _LearnedScale
 
 
 class XavierLinear(nn.Linear):
