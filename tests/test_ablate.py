@@ -63,3 +63,16 @@ def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys
     assert main(["ablate", "--report-only", "--variants", "vanilla", "--report", str(report)]) == 0
     assert report.read_text().endswith(HAND_WRITTEN + "\nA reading.\n")
     assert main(["ablate", "--kimg", "0"]) == 2 and main(["ablate", "--data", "some/folder"]) == 2
+    assert main(["ablate", "--minutes", "0"]) == 2
+
+
+def test_a_wall_clock_cap_reaches_every_run():
+    """--minutes M caps each run's wall-clock: every `vitgan train` command gets --minutes M (none without it)."""
+    from types import SimpleNamespace
+
+    from vitgan.ablate import _command
+
+    args = SimpleNamespace(preset="mnist", data="mnist", kimg=50.0, tick=5.0, compile=False, override=[], minutes=6.5)
+    command = _command(PAPER[1], 2, args, "out")
+    assert command[command.index("--minutes") + 1] == "6.5" and command[command.index("--seed") + 1] == "2"
+    assert "--minutes" not in _command(PAPER[1], 2, SimpleNamespace(**{**vars(args), "minutes": None}), "out")

@@ -198,3 +198,41 @@ def test_a_compiled_trainer_is_built():
     trainer = _tiny_trainer(compile=True)
     assert trainer.loss.G_run is trainer.G_run and trainer.loss.D_run is trainer.D_run
     assert trainer.G_run is not trainer.G
+
+
+def test_several_d_steps_per_g_step_each_see_their_own_reals():
+    """d_steps_per_g=2: one training step is two D optimiser steps on two fresh batches and one G step; kimg counts
+    the reals D saw (2 x batch per step), and the EMA half-life is in those images (beta = 0.5^(2 batch / h))."""
+    from vitgan.training.trainer import ema_beta
+
+    trainer = _tiny_trainer(d_steps_per_g=2, ema_rampup=0.0, ema_kimg=0.1)
+    trainer.step()
+    d_state = trainer.opt_d.state[next(iter(trainer.D.parameters()))]
+    g_state = trainer.opt_g.state[next(iter(trainer.G.parameters()))]
+    assert (float(d_state["step"]), float(g_state["step"])) == (2.0, 1.0)
+    assert (trainer.cur_nimg, trainer.d_steps, trainer.position) == (8, 2, 8)  # two batches of 4 reals drawn
+    assert ema_beta(trainer.cfg, trainer.cur_nimg) == 0.5 ** (8 / 100)
+
+
+def test_gradient_clipping_bounds_the_step_and_logs_the_norm_before_it():
+    """grad_clip=c: the gradient Adam receives is g x min(1, c / (||g|| + 1e-6)) over all of a network's parameters
+    (torch's clip_grad_norm_); grad_d/grad_g report ||g|| before clipping."""
+    trainer = _tiny_trainer(grad_clip=1e-3)
+    seen = {}
+
+    def capture(opt, name):
+        step = opt.step
+
+        def wrapped(*args, **kwargs):
+            seen[name] = [p.grad.clone() for p in opt.param_groups[0]["params"] if p.grad is not None]
+            return step(*args, **kwargs)
+        opt.step = wrapped
+
+    capture(trainer.opt_d, "d")
+    capture(trainer.opt_g, "g")
+    stats = trainer.step()
+    for name in ("d", "g"):
+        clipped = torch.linalg.vector_norm(torch.cat([g.flatten() for g in seen[name]]))
+        assert stats[f"grad_{name}"] > 1e-2  # well above the bound, so clipping acted
+        torch.testing.assert_close(float(clipped), 1e-3 * stats[f"grad_{name}"] / (stats[f"grad_{name}"] + 1e-6),
+                                   rtol=1e-4, atol=0)

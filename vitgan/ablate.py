@@ -65,6 +65,9 @@ RECIPES = [
     Variant("authors", AUTHORS, "compare", "the authors' code: bCR 1 diffaug, R1 0.1 every step, warm-up, cutout 0.3"),
     Variant("r1-0.1", {"r1_gamma": "0.1"}, "compare", "a tenth of the preset's R1 weight"),
     Variant("sigma-reparam", {"d_norm": "sigma_reparam"}, "compare", "ISN with a learned gain per layer"),
+    Variant("g-lr-half", {"g_lr": "2.5e-4"}, "compare", "G learns at half D's rate (two time-scale update rule)"),
+    Variant("d-steps-2", {"d_steps_per_g": "2"}, "compare", "two D steps, each on its own reals, per G step"),
+    Variant("grad-clip-1", {"grad_clip": "1"}, "compare", "both networks' gradients clipped to norm 1 (D's is 2-5)"),
 ]
 
 GROUPS = {"paper": PAPER, "recipe": RECIPES}
@@ -90,7 +93,8 @@ def select(names: str | None, group: str = "paper") -> list[Variant]:
 def _command(variant: Variant, seed: int, args: Any, outdir: Path) -> list[str]:
     command = [sys.executable, "-m", "vitgan", "train", "--preset", args.preset, "--data", args.data, "--seed",
                str(seed), "--kimg", str(args.kimg), "--tick", str(args.tick), "--outdir", str(outdir),
-               "--snap", "1000000", *(["--compile"] if args.compile else [])]
+               "--snap", "1000000", *(["--compile"] if args.compile else []),
+               *(["--minutes", str(args.minutes)] if args.minutes else [])]
     for key, value in {**variant.overrides, **dict(args.override)}.items():
         command += [f"--{key.replace('_', '-')}", value]
     return command
@@ -149,7 +153,7 @@ def final_digit_fid(run: Path, samples: int, digit_fid: Any) -> dict[str, float]
     from vitgan.sampling import generate, latents
     from vitgan.training.checkpoint import load
 
-    generator = load(_snapshot(run))
+    generator = load(_snapshot(run)).to("cuda" if torch.cuda.is_available() else "cpu")
     return digit_fid(generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), batch=250))
 
 
@@ -341,7 +345,8 @@ def _verdict(variant: Variant, fids: list[float], reference: list[float]) -> str
 def _machine() -> str:
     from vitgan.bench import _device_name
 
-    return _device_name(torch.device("cpu")).split(" (")[0]
+    cpu = _device_name(torch.device("cpu")).split(" (")[0]
+    return f"{_device_name(torch.device('cuda'))} (training on CUDA), {cpu}" if torch.cuda.is_available() else cpu
 
 
 def ablate(args: Any) -> Path:
@@ -351,6 +356,8 @@ def ablate(args: Any) -> Path:
         raise ConfigError(f"jobs: must be positive, got {args.jobs}")
     if args.threads < 1:
         raise ConfigError(f"threads: must be positive, got {args.threads}")
+    if args.minutes is not None and not args.minutes > 0:
+        raise ConfigError(f"minutes: must be a positive number, got {args.minutes}")
     if args.data != "mnist":
         raise ConfigError("data: the ablation's digit FID needs the bundled digits ('mnist')")
     variants = select(args.variants, args.group)

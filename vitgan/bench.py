@@ -106,7 +106,7 @@ def peak_memory_mb(device: torch.device) -> float:
 def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.dtype | None, compile: bool = False,
                   repeats: int = 5) -> dict[str, object]:
     """Every figure of the module docstring, as one flat dict."""
-    from vitgan.training.trainer import Trainer
+    from vitgan.training.trainer import Trainer, images_per_step
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -142,7 +142,7 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
         "d_fwd_bwd_ms": round(d_ms, 2), "vit_fwd_bwd_ms": round(vit_ms, 2), "d_vs_vit": round(d_ms / vit_ms, 3),
         "d_gflop": round(d_flops / 1e9, 2), "vit_gflop": round(vit_flops / 1e9, 2),
         "g_fwd_bwd_ms": round(g_ms, 2),
-        "iteration_ms": round(step_ms, 2), "images_per_s": round(cfg.batch / step_ms * 1000, 1),
+        "iteration_ms": round(step_ms, 2), "images_per_s": round(images_per_step(cfg) / step_ms * 1000, 1),
         "iteration_gflop": round(step_flops / 1e9, 2),
         "iteration_gflops_per_s": round(step_flops / step_ms / 1e6, 1),
         "gemm_fp32_gflops_per_s": round(fp32, 1),

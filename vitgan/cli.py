@@ -348,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "training recipes of the calibration sweep")
     p.add_argument("--kimg", type=float, default=60.0, help="thousands of images every run trains on")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per variant")
+    p.add_argument("--minutes", type=float, help="a wall-clock cap per run: a run that reaches it ends before --kimg "
+                   "with a final snapshot (the report gives each run's kimg; a later ablate reuses it as finished)")
     p.add_argument("--variants", help="comma-separated subset of the group (default: all; the reference, vitgan or "
                    "preset, is always included). paper: vitgan, vanilla, no-l2, no-isn, no-overlap, g-design-a, "
                    "g-design-b, linear-head, cnn-d; recipe: see vitgan/ablate.py")

@@ -90,6 +90,10 @@ class Config:
     batch: int = option(128, "total batch size, over all ranks and accumulation rounds")
     g_lr: float = option(0.002, "G's Adam learning rate")
     d_lr: float = option(0.002, "D's Adam learning rate")
+    d_steps_per_g: int = option(1, "D steps per G step, each on its own batch of reals (kimg counts the reals D "
+                                "sees, so a G step comes every d_steps_per_g x batch images)")
+    grad_clip: float = option(0.0, "clip each network's gradient to this total 2-norm before its optimiser step (0 = "
+                              "off); the logged grad_d/grad_g are the norms before clipping")
     beta1: float = option(0.0, "Adam's beta1 (both networks)")
     beta2: float = option(0.99, "Adam's beta2 (both networks)")
     augment: str = option("color,translation,cutout,scale", "DiffAugment policy, applied to real and fake images "
@@ -214,8 +218,8 @@ def parse_policy(policy: str) -> list[tuple[str, float | None]]:
     return ops
 
 
-_MAY_BE_ZERO = {"beta1", "augment_p", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma", "lr_warmup_kimg", "ema_kimg",
-                "ema_rampup"}
+_MAY_BE_ZERO = {"beta1", "grad_clip", "augment_p", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma", "lr_warmup_kimg",
+                "ema_kimg", "ema_rampup"}
 
 
 def non_none(hint: Any) -> Any:

@@ -43,12 +43,17 @@ def check_finite(terms: dict[str, torch.Tensor], step: int, nimg: int) -> None:
                 raise NonFiniteError(name, value, step, nimg)
 
 
+def images_per_step(cfg: Config) -> int:
+    """The reals D sees in one training step (its d_steps_per_g batches before one G step)."""
+    return cfg.batch * cfg.d_steps_per_g
+
+
 def ema_beta(cfg: Config, cur_nimg: int) -> float:
-    """Per-step EMA decay for a half-life of ema_kimg thousand images, ramped up early in training."""
+    """Per-G-step EMA decay for a half-life of ema_kimg thousand images, ramped up early in training."""
     half_life = cfg.ema_kimg * 1000
     if cfg.ema_rampup > 0:
         half_life = min(half_life, cur_nimg * cfg.ema_rampup)
-    return 0.5 ** (cfg.batch / max(half_life, 1e-8))
+    return 0.5 ** (images_per_step(cfg) / max(half_life, 1e-8))
 
 
 def lr_warmup(cfg: Config, cur_nimg: int) -> float:
@@ -56,7 +61,7 @@ def lr_warmup(cfg: Config, cur_nimg: int) -> float:
     images, at most 1; 1 without a warm-up."""
     if cfg.lr_warmup_kimg <= 0:
         return 1.0
-    return min(1.0, (cur_nimg + cfg.batch) / (cfg.lr_warmup_kimg * 1000))
+    return min(1.0, (cur_nimg + images_per_step(cfg)) / (cfg.lr_warmup_kimg * 1000))
 
 
 @torch.no_grad()
@@ -69,9 +74,9 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
 
 
 class Trainer:
-    """Holds the networks, optimisers and counters of one run; `step()` is one D step and one G step: it draws the
-    data, asks the objective (`loss`, a `ViTGANLoss`) for each phase's loss, steps the optimisers, keeps the EMA of G
-    and checks that every term, gradient and weight stays finite.
+    """Holds the networks, optimisers and counters of one run; `step()` is `d_steps_per_g` D steps and one G step: it
+    draws the data, asks the objective (`loss`, a `ViTGANLoss`) for each phase's loss, steps the optimisers, keeps
+    the EMA of G and checks that every term, gradient and weight stays finite.
 
     The batch of `cfg.batch` images is processed in rounds of `batch_gpu` images per rank (gradients accumulated,
     then averaged over the ranks). All per-sample randomness (data order, latents, augmentation, mirroring) comes
@@ -167,27 +172,36 @@ class Trainer:
         gradient and of the updated weights."""
         net = self.G if phase == "Gmain" else self.D
         stats = self.accumulate(phase)
-        norms = {f"grad_{name}": total_norm([p.grad for p in net.parameters() if p.grad is not None])}
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        norms = {f"grad_{name}": total_norm(grads)}
+        if self.cfg.grad_clip > 0:  # as clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1
+            torch._foreach_mul_(grads, (self.cfg.grad_clip / (norms[f"grad_{name}"] + 1e-6)).clamp(max=1.0))
         opt.step()
         norms[f"weights_{name}"] = total_norm(list(net.parameters()))
         return stats, norms
 
     def step(self) -> dict[str, float]:
-        """One D step and one G step. Raises NonFiniteError if a loss term, the total gradient norm or the weights of
-        D or G hold NaN or inf (checked in that order, with one sync for the whole step)."""
+        """`d_steps_per_g` D steps and one G step; the D terms returned are averaged over the D steps. Raises
+        NonFiniteError if a loss term, the total gradient norm or the weights of D or G hold NaN or inf (checked in
+        that order, with one sync for the whole step; a NaN in an earlier D step reaches the last one's weights)."""
         cfg, start_nimg = self.cfg, self.cur_nimg
         warmup = lr_warmup(cfg, self.cur_nimg)
         for opt, lr in ((self.opt_g, cfg.g_lr), (self.opt_d, cfg.d_lr)):
             for group in opt.param_groups:  # this run's rate (a resumed or rolled-back run's, not the checkpoint's)
                 group["lr"] = lr * warmup
-        stats_d, norms_d = self._optimise(self.d_phase(), self.opt_d, "d")
-        self.d_steps += 1
+        sums: dict[str, float] = {}
+        for _ in range(cfg.d_steps_per_g):
+            stats_d, norms_d = self._optimise(self.d_phase(), self.opt_d, "d")
+            self.d_steps += 1
+            for key, value in stats_d.items():
+                sums[key] = sums.get(key, 0.0) + value / cfg.d_steps_per_g
+        stats_d = sums
         stats_g, norms_g = self._optimise("Gmain", self.opt_g, "g")
         terms = {name: torch.tensor(stats_d[name]) for name in D_TERMS}
         check_finite({**terms, **norms_d, **{name: torch.tensor(stats_g[name]) for name in G_TERMS}, **norms_g},
                      self.d_steps, start_nimg)
         distributed.average_buffers(self.G, self.world)  # w_avg, tracked by each rank from its own latents
-        self.cur_nimg += cfg.batch
+        self.cur_nimg += images_per_step(cfg)
         update_ema(self.G_ema, self.G, ema_beta(cfg, self.cur_nimg))
         return {**stats_d, **stats_g, "grad_d": float(norms_d["grad_d"]), "grad_g": float(norms_g["grad_g"])}
 
