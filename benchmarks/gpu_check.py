@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py digits DIR            # the bundled digits as 32x32 PNGs (trained as RGB)
     python benchmarks/gpu_check.py summary OUT RUN       # bench lines, run, samples -> OUT/summary.json
 
-`summary` reads OUT/bench.jsonl (two `vitgan bench` lines), the run folder's stats.jsonl and its last snapshot, and
+`summary` reads OUT/bench.jsonl (its `vitgan bench` lines), the run folder's stats.jsonl and its last snapshot, and
 writes OUT/summary.json: images/s and model FLOP utilisation against the card's published dense peak, whether D's
 real and fake logits separated, G's spread across z, and the digit FID / classes of 5,000 samples (RGB averaged to
 grey, against all 5,000 digits). It prints the same as one JSON line.
@@ -19,17 +19,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-# Published dense peaks, TFLOP/s (bf16 tensor cores; fp32 without TF32), by a substring of the card's name.
+# Published dense peaks, TFLOP/s (bf16/fp16 tensor cores; fp32 without TF32), by a substring of the card's name.
 PEAK_TFLOPS = {
-    "H200": {"bf16": 989.0, "fp32": 67.0},
-    "H100 PCIe": {"bf16": 756.0, "fp32": 51.0},
-    "H100": {"bf16": 989.0, "fp32": 67.0},
-    "A100": {"bf16": 312.0, "fp32": 19.5},
-    "L40S": {"bf16": 362.0, "fp32": 91.6},
-    "A10": {"bf16": 125.0, "fp32": 31.2},
-    "L4": {"bf16": 121.0, "fp32": 30.3},
-    "V100": {"bf16": 0.0, "fp32": 15.7},
-    "T4": {"bf16": 0.0, "fp32": 8.1},
+    "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0},
+    "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
+    "L40S": {"bf16": 362.0, "fp16": 362.0, "fp32": 91.6},
+    "A10": {"bf16": 125.0, "fp16": 125.0, "fp32": 31.2},
+    "L4": {"bf16": 121.0, "fp16": 121.0, "fp32": 30.3},
+    "V100": {"bf16": 0.0, "fp16": 125.0, "fp32": 15.7},
+    "T4": {"bf16": 0.0, "fp16": 65.0, "fp32": 8.1},
 }
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU acceptance check, one command, under 8 minutes on one GPU:
-#   1. `vitgan bench` of the cifar10 preset on CUDA, bf16 and fp32 (images/s; FLOP utilisation against the card's peak)
+#   1. `vitgan bench` of the cifar10 preset on CUDA, bf16, fp32 and fp16 (images/s; FLOP utilisation against the
+#      card's peak)
 #   2. ~3 minutes of cifar10-preset training on the bundled digits as 32x32 RGB (D's logits must separate, G must not
 #      be one mode)
 #   3. an eval of the result: digit FID and classes of 5,000 samples; `vitgan eval --metrics fid10k_full` too when
@@ -17,7 +18,7 @@ card=$($py -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-
 out="benchmarks/results/gpu-$card"
 mkdir -p "$out"
 rm -f "$out/bench.jsonl"
-for precision in bf16 fp32; do
+for precision in bf16 fp32 fp16; do
   $py -m vitgan bench --preset cifar10 --batch 128 --precision "$precision" --device cuda --out "$out/bench.jsonl"
 done
 tmp=$(mktemp -d)
