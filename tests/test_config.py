@@ -65,6 +65,11 @@ def test_parse_value():
         Config.parse_value("g_depth", "six")
 
 
+def test_qk_norm_is_off_in_every_preset_and_read_from_the_command_line():
+    assert not any(presets.get(name).d_qk_norm for name in presets.names())
+    assert Config.parse_value("d_qk_norm", "true") is True and presets.get("mnist", d_qk_norm=True).d_qk_norm
+
+
 def test_numbers_are_coerced_to_the_field_type():
     import numpy as np
     import torch

@@ -16,6 +16,7 @@ ABLATIONS = {
     "d_no_norm": {"d_norm": "none"},
     "d_sigma_reparam": {"d_norm": "sigma_reparam"},
     "d_qk_gain": {"d_qk_gain": 0.5},
+    "d_qk_norm": {"d_qk_norm": True},
     "g_norm_stream": {"g_norm_position": "stream"},
     "d_head_mlp": {"d_head": "mlp", "d_mbstd": True},
     "g_sln_equalized": {"g_sln_equalized": True},
@@ -193,6 +194,37 @@ def test_query_key_gain_decides_whether_the_class_token_sees_the_patches():
             d(images)
         assert len(shares) == d.cfg.d_depth
         assert low < statistics.mean(shares) < high, (gain, shares)
+
+
+@pytest.mark.parametrize("attention", ["l2", "dot"])
+def test_qk_norm_adds_a_layernorm_over_the_head_dim_to_every_d_attention_and_trains(attention):
+    """d_qk_norm: every block's attention normalises its per-head queries and keys (L2: one LayerNorm on the tied
+    q/k, dot: one each), adding a gain and a bias of d_h values per LayerNorm; G is unchanged; D takes a step."""
+    cfg = presets.get("mnist", d_attention=attention)
+    torch.manual_seed(0)
+    plain, d = Discriminator(cfg), Discriminator(cfg.replace(d_qk_norm=True))
+    head_dim = cfg.d_dim // cfg.d_heads
+    names = ["qk_norm"] if attention == "l2" else ["q_norm", "k_norm"]
+    for block in d.blocks:
+        for name in names:
+            norm = getattr(block.attn, name)
+            assert isinstance(norm, nn.LayerNorm) and norm.normalized_shape == (head_dim,)
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(d) == count(plain) + cfg.d_depth * len(names) * 2 * head_dim
+    assert not any("norm.weight" in n and ".attn." in n for n, _ in plain.named_parameters())
+    assert count(Generator(cfg.replace(d_qk_norm=True))) == count(Generator(cfg))
+
+    before = {n: p.detach().clone() for n, p in d.named_parameters() if "attn." in n and "_norm" in n}
+    opt = torch.optim.Adam(d.parameters(), lr=1e-3)
+    real, fake = torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 1, 32, 32) * 2 - 1
+    loss = (F.softplus(d(fake)) + F.softplus(-d(real))).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    for n, p in d.named_parameters():
+        if n in before:
+            assert not torch.equal(p, before[n]), f"{n} did not move"
 
 
 @pytest.mark.parametrize("position", ["pre", "stream"])

@@ -79,6 +79,10 @@ class Config:
                               "keeps it). Squared distances scale with its square: at 1 tied-q/k L2 attention "
                               "attends almost only to itself at initialisation (the class token takes ~1% of its "
                               "attention from the patches), at 0.5 mostly to the other tokens")
+    d_qk_norm: bool = option(False, "ViT D: LayerNorm over the head dimension (learned gain and bias) on the "
+                             "attention's per-head queries and keys, after their projection, before the distance or "
+                             "dot product, which bounds the logits (QK-norm; Dehghani et al. 2023, 'Scaling Vision "
+                             "Transformers to 22 Billion Parameters'). L2 attention keeps q = k tied")
     d_head: Literal["linear", "mlp"] = option("linear", "ViT D: the logit from the class token through one linear "
                                               "layer, or a 2-layer MLP (the authors' D head)")
     d_mbstd: bool = option(False, "ViT D: append the minibatch standard deviation of the class token to the head's "

@@ -23,11 +23,12 @@ class DiscriminatorBlock(nn.Module):
     """Pre-LayerNorm transformer block; every linear layer built by `linear` (ISN, SN or plain)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, attention: str, linear: LinearFactory,
-                 qk_gain: float = 1.0) -> None:
+                 qk_gain: float = 1.0, qk_norm: bool = False) -> None:
         super().__init__()
         attn_cls = L2Attention if attention == "l2" else Attention
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = attn_cls(dim, num_heads, linear=linear, qk_linear=functools.partial(linear, init_gain=qk_gain))
+        self.attn = attn_cls(dim, num_heads, linear=linear, qk_linear=functools.partial(linear, init_gain=qk_gain),
+                             qk_norm=qk_norm)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(linear(dim, mlp_dim), nn.GELU(), linear(mlp_dim, dim))
 
@@ -59,7 +60,7 @@ class Discriminator(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(
             DiscriminatorBlock(cfg.d_dim, cfg.d_heads, cfg.d_mlp_dim, attention=cfg.d_attention, linear=linear,
-                               qk_gain=cfg.d_qk_gain)
+                               qk_gain=cfg.d_qk_gain, qk_norm=cfg.d_qk_norm)
             for _ in range(cfg.d_depth)
         )
         self.norm = nn.LayerNorm(cfg.d_dim)

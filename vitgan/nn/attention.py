@@ -1,5 +1,9 @@
 """Multi-head self-attention: dot-product (generator, ablation) and L2-distance with tied q/k (ViTGAN's D).
 
+Either may normalise its per-head queries and keys (`qk_norm`): a LayerNorm over the head dimension, with a learned
+gain and bias per dimension, on the projections' output before the similarity (QK-norm; Dehghani et al. 2023,
+"Scaling Vision Transformers to 22 Billion Parameters"). It bounds the logits whatever the scale of the input.
+
 Both run on `F.scaled_dot_product_attention` on accelerators, so fused kernels serve them on a GPU.
 """
 
@@ -52,6 +56,10 @@ class _MultiHeadSelfAttention(nn.Module):
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _qk_norm(self, enabled: bool) -> nn.Module:
+        """QK-norm: a LayerNorm over the head dimension of (B, h, N, d_h), or nothing."""
+        return nn.LayerNorm(self.head_dim) if enabled else nn.Identity()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, dim) -> (B, N, dim)
         out = self._attend(x)  # (B, h, N, d_h)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
@@ -61,17 +69,20 @@ class Attention(_MultiHeadSelfAttention):
     """Standard multi-head attention softmax(q k^T / sqrt(d_h)) v with separate q, k, v projections.
 
     Each projection is its own linear layer (built by `linear`; q and k by `qk_linear` when given), so spectral
-    normalisation, when used, bounds each of them, as the paper's ISN does.
+    normalisation, when used, bounds each of them, as the paper's ISN does. `qk_norm`: q and k each through their
+    own LayerNorm over d_h (QK-norm) before the dot product.
     """
 
     def __init__(self, dim: int, num_heads: int, *, linear: LinearFactory = nn.Linear,
-                 qk_linear: LinearFactory | None = None) -> None:
+                 qk_linear: LinearFactory | None = None, qk_norm: bool = False) -> None:
         super().__init__(dim, num_heads, linear)
         self.q = (qk_linear or linear)(dim, dim)
         self.k = (qk_linear or linear)(dim, dim)
+        self.q_norm, self.k_norm = self._qk_norm(qk_norm), self._qk_norm(qk_norm)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))  # (B, h, N, d_h)
+        q, k = self.q_norm(q), self.k_norm(k)
         return scaled_attention(q, k, v, scale=1.0 / math.sqrt(self.head_dim))
 
 
@@ -83,15 +94,17 @@ class L2Attention(_MultiHeadSelfAttention):
     the squared distance summed over the head dimension. Query and key are the output of ONE projection `qk`.
     Computed exactly through SDPA: -||q_i - k_j||^2 = 2 q_i.k_j - ||q_i||^2 - ||k_j||^2, and ||q_i||^2 is constant
     along a softmax row, so the attention is SDPA on (2q, k, v) with the per-key additive bias -||k_j||^2 / sqrt(d_h).
+    `qk_norm`: one LayerNorm over d_h (QK-norm) on the projection's output, so query and key stay the same tensor.
     """
 
     def __init__(self, dim: int, num_heads: int, *, linear: LinearFactory = nn.Linear,
-                 qk_linear: LinearFactory | None = None) -> None:
+                 qk_linear: LinearFactory | None = None, qk_norm: bool = False) -> None:
         super().__init__(dim, num_heads, linear)
         self.qk = (qk_linear or linear)(dim, dim)
+        self.qk_norm = self._qk_norm(qk_norm)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        qk, v = self._heads(self.qk(x)), self._heads(self.v(x))  # (B, h, N, d_h); query = key = qk
+        qk, v = self.qk_norm(self._heads(self.qk(x))), self._heads(self.v(x))  # (B, h, N, d_h); query = key = qk
         scale = 1.0 / math.sqrt(self.head_dim)
         precise = torch.promote_types(qk.dtype, torch.float32)
         key_bias = -qk.to(precise).square().sum(-1).unsqueeze(-2) * scale  # (B, h, 1, N): -||k_j||^2 / sqrt(d_h)
