@@ -1,5 +1,6 @@
 """End-to-end: `vitgan train` on tiny data, exact resume, `vitgan generate`, and pickle-free snapshots."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def test_train_on_a_prepared_zip_with_mirror(tmp_path, digits):
     assert options["run"]["data"] == str(archive)
 
 
-def _tiny_trainer(compile: bool = False, **overrides):
+def _tiny_trainer(compile: bool = False, amp: torch.dtype | None = None, **overrides):
     from vitgan.data.dataset import ImageData
     from vitgan.training.trainer import Trainer
 
@@ -153,7 +154,7 @@ def _tiny_trainer(compile: bool = False, **overrides):
                              d_mlp_dim=64, batch=4, **overrides)
     images = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     data = ImageData(images, torch.full((8,), -1), "tiny")
-    return Trainer(cfg, data, torch.device("cpu"), None, compile=compile)
+    return Trainer(cfg, data, torch.device("cpu"), amp, compile=compile)
 
 
 def test_bcr_diffaug_mode_is_an_independent_augmentation_of_the_plain_images():
@@ -198,3 +199,39 @@ def test_a_compiled_trainer_is_built():
     trainer = _tiny_trainer(compile=True)
     assert trainer.loss.G_run is trainer.G_run and trainer.loss.D_run is trainer.D_run
     assert trainer.G_run is not trainer.G
+
+
+def test_fp16_overflow_is_a_skipped_step_not_an_error():
+    """An inf/NaN gradient under fp16 (here: a scale so large that the scaled gradient overflows) makes the scaler
+    skip the step and halve its scale: no NonFiniteError, no update. A non-finite weight or loss still raises."""
+    from vitgan.training.trainer import NonFiniteError, total_norm
+
+    torch.manual_seed(0)
+    trainer = _tiny_trainer(amp=torch.float16)
+    for _ in range(10):  # until both scalers have found a scale that does not overflow, and stepped
+        trainer.step()
+        if trainer.opt_g.state and trainer.opt_d.state:
+            break
+    for scaler in (trainer.scaler_g, trainer.scaler_d):
+        scaler.update(2.0**127)  # the largest power of two in fp32: the fp16 gradients overflow
+    before = copy.deepcopy(trainer.state())
+    stats = trainer.step()
+    assert stats["grad_d"] == stats["grad_g"] == 0  # a skipped step's gradient counts as 0
+    assert trainer.scaler_g.get_scale() == trainer.scaler_d.get_scale() == 2.0**126
+    for key, net in (("G", trainer.G), ("D", trainer.D)):
+        for name, value in net.named_parameters():  # (buffers such as w_avg move with every forward)
+            assert torch.equal(value, before[key][name]), f"{key}.{name}"
+    for opt, key in ((trainer.opt_g, "opt_g"), (trainer.opt_d, "opt_d")):
+        steps = [state["step"] for state in opt.state_dict()["state"].values()]
+        assert steps and steps == [state["step"] for state in before[key]["state"].values()], key  # not stepped
+    for scaler in (trainer.scaler_g, trainer.scaler_d):
+        scaler.update(1024.0)  # a scale that does not overflow
+    stats = trainer.step()  # the norm is the true (unscaled) gradient's, left in .grad by the step
+    assert stats["grad_g"] == pytest.approx(float(total_norm([p.grad for p in trainer.G.parameters()])))
+    param, optimizer_step = next(trainer.G.parameters()), trainer.opt_g.step
+    trainer.opt_g.step = lambda: (optimizer_step(), param.data.view(-1)[0].fill_(float("inf")))
+    with pytest.raises(NonFiniteError, match="weights_g became inf"):
+        trainer.step()
+    trainer.opt_g.step = optimizer_step
+    with pytest.raises(NonFiniteError, match="loss_d became nan"):  # from G's inf weight
+        trainer.step()
