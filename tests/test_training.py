@@ -50,10 +50,14 @@ def test_train_leaves_a_complete_run_folder(tmp_path, digits):
     assert generator(torch.randn(2, generator.z_dim)).shape == (2, 1, 32, 32)
 
 
-def test_resume_is_exact(tmp_path, digits):
-    straight = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "1")  # 4 steps
-    half = _train(tmp_path, digits, "--kimg", "0.008", "--tick", "1")  # 2 steps
-    resumed = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "1", "--resume", str(half))  # + 2 steps
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_resume_is_exact(tmp_path, digits, precision):
+    """4 steps, and 2 + 2 steps resumed from a training state, end bit-identical; with fp16, the gradient scalers
+    too (their scale and growth count are in the training state)."""
+    straight = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "1", "--precision", precision)  # 4 steps
+    half = _train(tmp_path, digits, "--kimg", "0.008", "--tick", "1", "--precision", precision)  # 2 steps
+    resumed = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "1", "--resume", str(half),
+                     "--precision", precision)  # + 2 steps
     assert resumed.name.split("-")[1] == "mnist"  # the resumed run keeps the checkpoint's preset name
     a = load_training_state(next(straight.glob("training-state-*.pt")))
     b = load_training_state(next(resumed.glob("training-state-*.pt")))
@@ -66,6 +70,14 @@ def test_resume_is_exact(tmp_path, digits):
             for name, value in state.items():
                 assert torch.equal(value, b[key]["state"][index][name]), f"{key}[{index}].{name}"
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert a["scaler_g"] == b["scaler_g"] and a["scaler_d"] == b["scaler_d"]
+    if precision == "fp16":
+        assert json.loads((straight / "training_options.json").read_text())["precision"] == "fp16"
+        assert a["scaler_d"]["scale"] > 0 and a["scaler_g"]["_growth_tracker"] > 0  # G's scaler grew for 4 steps
+        for row in (json.loads(line) for line in (straight / "stats.jsonl").read_text().splitlines()):
+            assert all(np.isfinite(row[key]) for key in TERMS)
+    else:
+        assert a["scaler_g"] == a["scaler_d"] == {}  # no scaler without fp16
 
 
 def test_resume_refuses_an_architecture_change(tmp_path, digits, capsys):
@@ -199,6 +211,19 @@ def test_a_compiled_trainer_is_built():
     trainer = _tiny_trainer(compile=True)
     assert trainer.loss.G_run is trainer.G_run and trainer.loss.D_run is trainer.D_run
     assert trainer.G_run is not trainer.G
+
+
+def test_precision_names():
+    """fp16 is float16 autocast; auto is bf16 where the hardware has bf16 matrix units, else fp16 on CUDA only."""
+    from vitgan.training.device import auto_precision, precision_name, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert [resolve_precision(name, cpu) for name in ("fp32", "bf16", "fp16")] == [None, torch.bfloat16, torch.float16]
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if bf16 else None)
+    assert auto_precision("cuda", True) == auto_precision("cpu", True) == torch.bfloat16
+    assert auto_precision("cuda", False) == torch.float16 and auto_precision("cpu", False) is None
+    assert [precision_name(amp) for amp in (None, torch.bfloat16, torch.float16)] == ["fp32", "bf16", "fp16"]
 
 
 def test_fp16_overflow_is_a_skipped_step_not_an_error():
