@@ -62,12 +62,14 @@ def test_bench_help_names_the_preset_it_uses(capsys, monkeypatch):
     assert used == [named]
 
 
+TINY_BENCH = ["bench", "--preset", "mnist", "--batch", "4", "--d-dim", "32", "--d-depth", "1", "--d-heads", "2",
+              "--d-mlp-dim", "64", "--g-dim", "32", "--g-depth", "1", "--g-heads", "2", "--g-mlp-dim", "64",
+              "--repeats", "1"]
+
+
 def test_bench_prints_every_figure(capsys, tmp_path):
     out = tmp_path / "bench.jsonl"
-    args = ["bench", "--preset", "mnist", "--batch", "4", "--d-dim", "32", "--d-depth", "1", "--d-heads", "2",
-            "--d-mlp-dim", "64", "--g-dim", "32", "--g-depth", "1", "--g-heads", "2", "--g-mlp-dim", "64",
-            "--repeats", "1", "--precision", "fp32", "--out", str(out)]
-    assert main(args) == 0
+    assert main([*TINY_BENCH, "--precision", "fp32", "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
     for key in ("d_fwd_bwd_ms", "vit_fwd_bwd_ms", "g_fwd_bwd_ms", "iteration_ms", "images_per_s", "iteration_gflop",
                 "gemm_fp32_gflops_per_s", "peak_memory_mb"):
@@ -75,6 +77,14 @@ def test_bench_prints_every_figure(capsys, tmp_path):
     assert result["d_vs_vit"] == pytest.approx(result["d_fwd_bwd_ms"] / result["vit_fwd_bwd_ms"], rel=0.01)
     assert json.loads(out.read_text()) == result
     assert main(["bench", "--repeats", "0"]) == 2
+
+
+def test_bench_in_fp16_names_it(capsys, monkeypatch):
+    monkeypatch.setattr("vitgan.bench.gemm_gflops", lambda device, dtype: 1.0)  # (fp16 GEMMs are slow on a CPU)
+    assert main([*TINY_BENCH, "--precision", "fp16"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["precision"] == "fp16" and result["iteration_ms"] > 0
+    assert result["gemm_fp16_gflops_per_s"] == 1.0 and "gemm_bf16_gflops_per_s" not in result
 
 
 @pytest.mark.parametrize("typed", ["\r", "a\nb", "\u2028", "\x85", "\udc80\x1b[2J"])

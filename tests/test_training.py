@@ -1,5 +1,6 @@
 """End-to-end: `vitgan train` on tiny data, exact resume, `vitgan generate`, and pickle-free snapshots."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -49,10 +50,14 @@ def test_train_leaves_a_complete_run_folder(tmp_path, digits):
     assert generator(torch.randn(2, generator.z_dim)).shape == (2, 1, 32, 32)
 
 
-def test_resume_is_exact(tmp_path, digits):
-    straight = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "1")  # 4 steps
-    half = _train(tmp_path, digits, "--kimg", "0.008", "--tick", "1")  # 2 steps
-    resumed = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "1", "--resume", str(half))  # + 2 steps
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_resume_is_exact(tmp_path, digits, precision):
+    """4 steps, and 2 + 2 steps resumed from a training state, end bit-identical; with fp16, the gradient scalers
+    too (their scale and growth count are in the training state)."""
+    straight = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "1", "--precision", precision)  # 4 steps
+    half = _train(tmp_path, digits, "--kimg", "0.008", "--tick", "1", "--precision", precision)  # 2 steps
+    resumed = _train(tmp_path, digits, "--kimg", "0.016", "--tick", "1", "--resume", str(half),
+                     "--precision", precision)  # + 2 steps
     assert resumed.name.split("-")[1] == "mnist"  # the resumed run keeps the checkpoint's preset name
     a = load_training_state(next(straight.glob("training-state-*.pt")))
     b = load_training_state(next(resumed.glob("training-state-*.pt")))
@@ -65,6 +70,14 @@ def test_resume_is_exact(tmp_path, digits):
             for name, value in state.items():
                 assert torch.equal(value, b[key]["state"][index][name]), f"{key}[{index}].{name}"
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert a["scaler_g"] == b["scaler_g"] and a["scaler_d"] == b["scaler_d"]
+    if precision == "fp16":
+        assert json.loads((straight / "training_options.json").read_text())["precision"] == "fp16"
+        assert a["scaler_d"]["scale"] > 0 and a["scaler_g"]["_growth_tracker"] > 0  # G's scaler grew for 4 steps
+        for row in (json.loads(line) for line in (straight / "stats.jsonl").read_text().splitlines()):
+            assert all(np.isfinite(row[key]) for key in TERMS)
+    else:
+        assert a["scaler_g"] == a["scaler_d"] == {}  # no scaler without fp16
 
 
 def test_resume_refuses_an_architecture_change(tmp_path, digits, capsys):
@@ -144,7 +157,7 @@ def test_train_on_a_prepared_zip_with_mirror(tmp_path, digits):
     assert options["run"]["data"] == str(archive)
 
 
-def _tiny_trainer(compile: bool = False, **overrides):
+def _tiny_trainer(compile: bool = False, amp: torch.dtype | None = None, **overrides):
     from vitgan.data.dataset import ImageData
     from vitgan.training.trainer import Trainer
 
@@ -153,7 +166,7 @@ def _tiny_trainer(compile: bool = False, **overrides):
                              d_mlp_dim=64, batch=4, **overrides)
     images = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     data = ImageData(images, torch.full((8,), -1), "tiny")
-    return Trainer(cfg, data, torch.device("cpu"), None, compile=compile)
+    return Trainer(cfg, data, torch.device("cpu"), amp, compile=compile)
 
 
 def test_bcr_diffaug_mode_is_an_independent_augmentation_of_the_plain_images():
@@ -236,3 +249,52 @@ def test_gradient_clipping_bounds_the_step_and_logs_the_norm_before_it():
         assert stats[f"grad_{name}"] > 1e-2  # well above the bound, so clipping acted
         torch.testing.assert_close(float(clipped), 1e-3 * stats[f"grad_{name}"] / (stats[f"grad_{name}"] + 1e-6),
                                    rtol=1e-4, atol=0)
+
+
+def test_precision_names():
+    """fp16 is float16 autocast; auto is bf16 where the hardware has bf16 matrix units, else fp16 on CUDA only."""
+    from vitgan.training.device import auto_precision, precision_name, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert [resolve_precision(name, cpu) for name in ("fp32", "bf16", "fp16")] == [None, torch.bfloat16, torch.float16]
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if bf16 else None)
+    assert auto_precision("cuda", True) == auto_precision("cpu", True) == torch.bfloat16
+    assert auto_precision("cuda", False) == torch.float16 and auto_precision("cpu", False) is None
+    assert [precision_name(amp) for amp in (None, torch.bfloat16, torch.float16)] == ["fp32", "bf16", "fp16"]
+
+
+def test_fp16_overflow_is_a_skipped_step_not_an_error():
+    """An inf/NaN gradient under fp16 (here: a scale so large that the scaled gradient overflows) makes the scaler
+    skip the step and halve its scale: no NonFiniteError, no update. A non-finite weight or loss still raises."""
+    from vitgan.training.trainer import NonFiniteError, total_norm
+
+    torch.manual_seed(0)
+    trainer = _tiny_trainer(amp=torch.float16)
+    for _ in range(10):  # until both scalers have found a scale that does not overflow, and stepped
+        trainer.step()
+        if trainer.opt_g.state and trainer.opt_d.state:
+            break
+    for scaler in (trainer.scaler_g, trainer.scaler_d):
+        scaler.update(2.0**127)  # the largest power of two in fp32: the fp16 gradients overflow
+    before = copy.deepcopy(trainer.state())
+    stats = trainer.step()
+    assert stats["grad_d"] == stats["grad_g"] == 0  # a skipped step's gradient counts as 0
+    assert trainer.scaler_g.get_scale() == trainer.scaler_d.get_scale() == 2.0**126
+    for key, net in (("G", trainer.G), ("D", trainer.D)):
+        for name, value in net.named_parameters():  # (buffers such as w_avg move with every forward)
+            assert torch.equal(value, before[key][name]), f"{key}.{name}"
+    for opt, key in ((trainer.opt_g, "opt_g"), (trainer.opt_d, "opt_d")):
+        steps = [state["step"] for state in opt.state_dict()["state"].values()]
+        assert steps and steps == [state["step"] for state in before[key]["state"].values()], key  # not stepped
+    for scaler in (trainer.scaler_g, trainer.scaler_d):
+        scaler.update(1024.0)  # a scale that does not overflow
+    stats = trainer.step()  # the norm is the true (unscaled) gradient's, left in .grad by the step
+    assert stats["grad_g"] == pytest.approx(float(total_norm([p.grad for p in trainer.G.parameters()])))
+    param, optimizer_step = next(trainer.G.parameters()), trainer.opt_g.step
+    trainer.opt_g.step = lambda: (optimizer_step(), param.data.view(-1)[0].fill_(float("inf")))
+    with pytest.raises(NonFiniteError, match="weights_g became inf"):
+        trainer.step()
+    trainer.opt_g.step = optimizer_step
+    with pytest.raises(NonFiniteError, match="loss_d became nan"):  # from G's inf weight
+        trainer.step()

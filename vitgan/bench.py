@@ -9,7 +9,7 @@ Everything is measured in one process, one after the other, so the ratios compar
   the EMA update) on random images, and its images/s: the median over the repeats, so an ordinary iteration, not
   one of the costlier lazy-R1 ones (every r1_interval-th);
 - the model FLOPs of an ordinary iteration (matrix products, counted by `torch.utils.flop_counter`), hence its achieved
-  GFLOP/s, against a 4096^3 matrix product timed in fp32 (and in bf16 when autocast uses it);
+  GFLOP/s, against a 4096^3 matrix product timed in fp32 (and in autocast's bf16 or fp16 when autocast is on);
 - peak memory during the training iterations (timed first, so nothing else has run yet): CUDA's peak allocation,
   or on a CPU the process's peak resident set (which includes the Python runtime, about 0.2 GB).
 """
@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vitgan.config import Config
 from vitgan.data import ImageData
 from vitgan.networks import count_parameters
+from vitgan.training.device import precision_name
 
 
 class StandardViT(nn.Module):
@@ -136,7 +137,7 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
     fp32 = gemm_gflops(device, torch.float32)
     result: dict[str, object] = {
         "preset": preset, "batch": cfg.batch, "device": _device_name(device),
-        "precision": "bf16" if amp == torch.bfloat16 else "fp32", "compile": compile,
+        "precision": precision_name(amp), "compile": compile,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "G_params": count_parameters(g), "D_params": count_parameters(d), "vit_params": count_parameters(vit),
         "d_fwd_bwd_ms": round(d_ms, 2), "vit_fwd_bwd_ms": round(vit_ms, 2), "d_vs_vit": round(d_ms / vit_ms, 3),
@@ -150,8 +151,8 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
     }
     if amp is not None:
         low = gemm_gflops(device, amp)
-        result["gemm_bf16_gflops_per_s"] = round(low, 1)
-        result["iteration_vs_gemm_bf16"] = round(step_flops / step_ms / 1e6 / low, 3)
+        result[f"gemm_{precision_name(amp)}_gflops_per_s"] = round(low, 1)
+        result[f"iteration_vs_gemm_{precision_name(amp)}"] = round(step_flops / step_ms / 1e6 / low, 3)
     result["memory_before_iteration_mb"] = round(memory_before, 1)  # networks, optimisers, data, runtime
     result["peak_memory_mb"] = round(memory_peak, 1)  # the above plus the iteration's activations and gradients
     result["peak_memory_kind"] = "cuda max allocated" if device.type == "cuda" else "process peak RSS"

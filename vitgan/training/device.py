@@ -23,13 +23,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `fp32`, `bf16` or `auto` (bf16 where the hardware has bf16 matrix units), or None for
-    plain fp32."""
-    if name == "fp32":
-        return None
-    if name == "bf16":
+def auto_precision(device_type: str, has_bf16: bool) -> torch.dtype | None:
+    """`--precision auto`: bf16 where the hardware has bf16 matrix units, else fp16 (with a gradient scaler) on CUDA,
+    else None (plain fp32)."""
+    if has_bf16:
         return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    return torch.float16 if device_type == "cuda" else None
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `fp32` (None: plain fp32), `bf16`, `fp16` or `auto` (`auto_precision`)."""
+    if name != "auto":
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    if device.type == "cuda":  # not counting emulated bf16 (pre-Ampere GPUs), which is slower than fp16
+        return auto_precision("cuda", torch.cuda.is_bf16_supported(including_emulation=False))
+    return auto_precision(device.type, torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def precision_name(amp: torch.dtype | None) -> str:
+    """The `--precision` name of an autocast dtype (None: fp32), for logs and records."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")

@@ -24,7 +24,7 @@ from vitgan.networks import count_parameters
 from vitgan.nn.spectral import largest_singular_values
 from vitgan.sampling import generate, latents
 from vitgan.training import checkpoint, distributed
-from vitgan.training.device import resolve_device, resolve_precision
+from vitgan.training.device import precision_name, resolve_device, resolve_precision
 from vitgan.training.options import MAX_ROLLBACKS, ROLLBACK_LR_FACTOR, RunOptions
 from vitgan.training.report import Report
 from vitgan.training.trainer import NonFiniteError, Trainer
@@ -95,7 +95,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     report, run_dir = Report.create(Path(opts.outdir), opts.preset, data.name, world)  # run_dir: for rollback too
     log = report.log
     options = {"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "device": str(device),
-               "precision": "bf16" if amp == torch.bfloat16 else "fp32", "num_images": len(data),
+               "precision": precision_name(amp), "num_images": len(data),
                "ranks": world.size, "batch_gpu": trainer.batch_gpu, "rounds": trainer.rounds,
                "G_params": count_parameters(trainer.G), "D_params": count_parameters(trainer.D),
                "torch": torch.__version__, "command": " ".join(sys.argv)}

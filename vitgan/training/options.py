@@ -32,8 +32,9 @@ class RunOptions:
     resume: str | None = option(None, "a training-state-*.pt file; a run folder (its newest training state that "
                                 "verifies); or 'auto': the newest verified one of all runs in --outdir (none: a fresh "
                                 "start)", metavar="PATH|auto")
-    precision: Literal["auto", "fp32", "bf16"] = option("auto", "autocast dtype; auto = bf16 where the hardware has "
-                                                        "bf16 matrix units")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto", "autocast dtype; auto = bf16 where the hardware has bf16 matrix units, fp16 with a gradient scaler on "
+        "CUDA devices without them, else fp32")
     device: str = option("auto", "the device: cuda where there is one (auto), cpu, cuda or cuda:N",
                          metavar="auto|cpu|cuda|cuda:N")
     minutes: float | None = option(None, "stop after this many minutes (a final snapshot is written)")

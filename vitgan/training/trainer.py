@@ -106,6 +106,9 @@ class Trainer:
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=betas)
+        # fp16 autocast: one gradient scaler per optimiser (disabled otherwise, where each call is a no-op)
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         self.loss = ViTGANLoss(cfg, self.G, self.D, draws=self._draws, G_run=self.G_run, D_run=self.D_run,
                                autocast=self._autocast)
         self.cur_nimg = 0
@@ -151,8 +154,9 @@ class Trainer:
     def accumulate(self, phase: Phase) -> dict[str, float]:
         """The gradient of `phase`'s network (D for D's phases, G for Gmain; the other frozen) on one batch: this
         rank's share, in `rounds` rounds of `batch_gpu` images, each round's loss divided by the rounds, then averaged
-        over the ranks. Returns the terms and statistics averaged over the rounds and the ranks."""
-        net, other = (self.G, self.D) if phase == "Gmain" else (self.D, self.G)
+        over the ranks; under fp16 the gradient of the loss times the network's scaler's scale. Returns the terms and
+        statistics averaged over the rounds and the ranks."""
+        net, other, scaler = (self.G, self.D, self.scaler_g) if phase == "Gmain" else (self.D, self.G, self.scaler_d)
         other.requires_grad_(False)
         net.requires_grad_(True)
         net.zero_grad(set_to_none=True)
@@ -160,30 +164,37 @@ class Trainer:
         for _ in range(self.rounds):
             batch = {"z": self._z()} if phase == "Gmain" else {"reals": self.next_reals(), "z": self._z()}
             total, terms, stats = self.loss(phase, **batch)
-            (total / self.rounds).backward()
+            scaler.scale(total / self.rounds).backward()
             for key, value in {**terms, **stats}.items():
                 sums[key] = sums.get(key, 0.0) + value.item() / self.rounds
         distributed.average_gradients(net, self.world)
         return distributed.mean_over_ranks(sums, self.world)
 
-    def _optimise(self, phase: Phase, opt: torch.optim.Optimizer, name: str
+    def _optimise(self, phase: Phase, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, name: str
                   ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """One optimiser step of `phase`'s network: its terms, and for the finiteness check the norms of the averaged
-        gradient and of the updated weights."""
+        (unscaled) gradient and of the updated weights. A step that fp16's scaler skips (inf or NaN in the scaled
+        gradient; it lowers its scale) is no error: no update, and its gradient norm counts as 0."""
         net = self.G if phase == "Gmain" else self.D
         stats = self.accumulate(phase)
+        scaler.unscale_(opt)  # the norm, and the clipping, are of the true gradient
         grads = [p.grad for p in net.parameters() if p.grad is not None]
         norms = {f"grad_{name}": total_norm(grads)}
         if self.cfg.grad_clip > 0:  # as clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1
             torch._foreach_mul_(grads, (self.cfg.grad_clip / (norms[f"grad_{name}"] + 1e-6)).clamp(max=1.0))
-        opt.step()
+        scale = scaler.get_scale()
+        scaler.step(opt)
+        scaler.update()
+        if scaler.get_scale() < scale:
+            norms[f"grad_{name}"] = torch.zeros(())
         norms[f"weights_{name}"] = total_norm(list(net.parameters()))
         return stats, norms
 
     def step(self) -> dict[str, float]:
         """`d_steps_per_g` D steps and one G step; the D terms returned are averaged over the D steps. Raises
         NonFiniteError if a loss term, the total gradient norm or the weights of D or G hold NaN or inf (checked in
-        that order, with one sync for the whole step; a NaN in an earlier D step reaches the last one's weights)."""
+        that order, with one sync for the whole step; a NaN in an earlier D step reaches the last one's weights; a
+        gradient overflow that fp16's scaler skips is not checked)."""
         cfg, start_nimg = self.cfg, self.cur_nimg
         warmup = lr_warmup(cfg, self.cur_nimg)
         for opt, lr in ((self.opt_g, cfg.g_lr), (self.opt_d, cfg.d_lr)):
@@ -191,12 +202,12 @@ class Trainer:
                 group["lr"] = lr * warmup
         sums: dict[str, float] = {}
         for _ in range(cfg.d_steps_per_g):
-            stats_d, norms_d = self._optimise(self.d_phase(), self.opt_d, "d")
+            stats_d, norms_d = self._optimise(self.d_phase(), self.opt_d, self.scaler_d, "d")
             self.d_steps += 1
             for key, value in stats_d.items():
                 sums[key] = sums.get(key, 0.0) + value / cfg.d_steps_per_g
         stats_d = sums
-        stats_g, norms_g = self._optimise("Gmain", self.opt_g, "g")
+        stats_g, norms_g = self._optimise("Gmain", self.opt_g, self.scaler_g, "g")
         terms = {name: torch.tensor(stats_d[name]) for name in D_TERMS}
         check_finite({**terms, **norms_d, **{name: torch.tensor(stats_g[name]) for name in G_TERMS}, **norms_g},
                      self.d_steps, start_nimg)
@@ -213,6 +224,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),  # {} without fp16
             "cur_nimg": self.cur_nimg, "tick": self.tick, "d_steps": self.d_steps,
             "data": {"order": self.order, "position": self.position},
             "augment": {"policy": self.cfg.augment, "p": self.cfg.augment_p},
@@ -226,6 +238,9 @@ class Trainer:
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        for key, scaler in (("scaler_g", self.scaler_g), ("scaler_d", self.scaler_d)):
+            if state.get(key):  # a state without fp16 (or from before it) leaves the scaler fresh
+                scaler.load_state_dict(state[key])
         self.cur_nimg, self.tick, self.d_steps = state["cur_nimg"], state["tick"], state["d_steps"]
         self.order, self.position = state["data"]["order"], state["data"]["position"]
         if len(self.order) != len(self.data):
