@@ -298,3 +298,29 @@ def test_fp16_overflow_is_a_skipped_step_not_an_error():
     trainer.opt_g.step = optimizer_step
     with pytest.raises(NonFiniteError, match="loss_d became nan"):  # from G's inf weight
         trainer.step()
+
+
+def test_r1_has_its_double_backward_with_the_fused_attention_kernels(monkeypatch):
+    """Off the CPU, D's attention runs on SDPA's fused kernels, which have no double backward (the first GPU run
+    failed on it); R1's gradient needs one. With SDPA forced on the CPU and only its fused kernels allowed, R1 and
+    its gradient must equal those of the explicit path (R1 asks for the math backend)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from vitgan.nn import attention
+
+    trainer = _tiny_trainer(r1_gamma=1.0, r1_interval=1)
+    reals = trainer.next_reals()
+    start = copy.deepcopy(trainer.D.state_dict())  # (each training forward moves ISN's power-iteration vectors)
+
+    def r1_and_grads():
+        trainer.D.load_state_dict(start)
+        trainer.D.zero_grad(set_to_none=True)
+        r1 = trainer.loss.r1(reals)
+        r1.backward()
+        return r1.detach(), [p.grad.clone() for p in trainer.D.parameters() if p.grad is not None]
+
+    explicit = r1_and_grads()
+    monkeypatch.setitem(attention.scaled_attention.__kwdefaults__, "fused", True)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+        fused = r1_and_grads()
+    torch.testing.assert_close(fused, explicit, rtol=1e-4, atol=1e-6)

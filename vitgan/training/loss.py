@@ -10,6 +10,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vitgan.config import Config
 from vitgan.training.augment import Draws, diff_augment, translation
@@ -106,9 +107,13 @@ class ViTGANLoss:
         return list(self.D_run(torch.cat(batches)).float().split([len(x) for x in batches]))
 
     def r1(self, real_aug: torch.Tensor) -> torch.Tensor:
-        """The weighted R1 term on (augmented) reals, in fp32 through the plain D."""
+        """The weighted R1 term on (augmented) reals, in fp32 through the plain D. Its gradient is a double backward,
+        which the fused attention kernels (flash, memory-efficient; used off the CPU) do not have: D's attention runs
+        on SDPA's math backend here."""
         real = real_aug.detach().float().requires_grad_(True)
-        return r1_penalty(real, self.D(real).float()) * (self.cfg.r1_gamma / 2 * self.cfg.r1_interval)
+        with sdpa_kernel(SDPBackend.MATH):
+            logits = self.D(real).float()
+        return r1_penalty(real, logits) * (self.cfg.r1_gamma / 2 * self.cfg.r1_interval)
 
     def __call__(self, phase: Phase, *, z: torch.Tensor | None = None, reals: torch.Tensor | None = None
                  ) -> PhaseLoss:

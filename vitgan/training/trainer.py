@@ -186,7 +186,7 @@ class Trainer:
         scaler.step(opt)
         scaler.update()
         if scaler.get_scale() < scale:
-            norms[f"grad_{name}"] = torch.zeros(())
+            norms[f"grad_{name}"] = torch.zeros((), device=self.device)
         norms[f"weights_{name}"] = total_norm(list(net.parameters()))
         return stats, norms
 
@@ -208,8 +208,10 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value / cfg.d_steps_per_g
         stats_d = sums
         stats_g, norms_g = self._optimise("Gmain", self.opt_g, self.scaler_g, "g")
-        terms = {name: torch.tensor(stats_d[name]) for name in D_TERMS}
-        check_finite({**terms, **norms_d, **{name: torch.tensor(stats_g[name]) for name in G_TERMS}, **norms_g},
+        def on_device(stats: dict[str, float], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+            return {name: torch.tensor(stats[name], device=self.device) for name in names}  # beside the norms
+
+        check_finite({**on_device(stats_d, D_TERMS), **norms_d, **on_device(stats_g, G_TERMS), **norms_g},
                      self.d_steps, start_nimg)
         distributed.average_buffers(self.G, self.world)  # w_avg, tracked by each rank from its own latents
         self.cur_nimg += images_per_step(cfg)
