@@ -198,3 +198,22 @@ def test_without_qk_norm_the_attention_has_no_norm_and_no_new_parameter(cls):
     attn = cls(16, 2)
     assert not any(isinstance(m, nn.LayerNorm) for m in attn.modules())
     assert not any("norm" in name for name, _ in attn.named_parameters())
+
+
+def test_l2_attention_never_takes_the_fused_kernel(monkeypatch):
+    """On a GPU in bf16, SDPA's fused kernels take L2 attention's key bias in bf16, and the cifar10 preset's G turned
+    NaN within 16 steps there (benchmarks/results/gpu-NVIDIA-H200/nan-probe.jsonl); L2 attention runs on explicit
+    products on every device. Dot-product attention keeps SDPA where it is fused (here forced, as on a GPU)."""
+    import torch.nn.functional as F
+
+    from vitgan.nn import attention
+
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    monkeypatch.setitem(attention.scaled_attention.__kwdefaults__, "fused", True)  # as on a GPU
+    x = torch.randn(2, 5, 16)
+    attention.L2Attention(16, 2)(x)
+    assert calls == []
+    attention.Attention(16, 2)(x)
+    assert calls == [1]

@@ -4,7 +4,8 @@ Either may normalise its per-head queries and keys (`qk_norm`): a LayerNorm over
 gain and bias per dimension, on the projections' output before the similarity (QK-norm; Dehghani et al. 2023,
 "Scaling Vision Transformers to 22 Billion Parameters"). It bounds the logits whatever the scale of the input.
 
-Both run on `F.scaled_dot_product_attention` on accelerators, so fused kernels serve them on a GPU.
+Dot-product attention runs on `F.scaled_dot_product_attention` on accelerators (fused kernels on a GPU); L2
+attention on explicit products everywhere, its logits and softmax in fp32 (see `L2Attention._attend`).
 """
 
 from __future__ import annotations
@@ -108,4 +109,6 @@ class L2Attention(_MultiHeadSelfAttention):
         scale = 1.0 / math.sqrt(self.head_dim)
         precise = torch.promote_types(qk.dtype, torch.float32)
         key_bias = -qk.to(precise).square().sum(-1).unsqueeze(-2) * scale  # (B, h, 1, N): -||k_j||^2 / sqrt(d_h)
-        return scaled_attention(2 * qk, qk, v, scale=scale, key_bias=key_bias)
+        # Explicit products on every device: on CUDA in bf16, SDPA's fused kernels take the bias in bf16, and the
+        # cifar10 preset's G turned NaN within 16 steps (fp16, fp32 and this path held; benchmarks/gpu_nan_probe.py).
+        return scaled_attention(2 * qk, qk, v, scale=scale, key_bias=key_bias, fused=False)
