@@ -1,7 +1,7 @@
 """The GPU acceptance check's steps that are Python (benchmarks/gpu_check.sh runs them in order).
 
     python benchmarks/gpu_check.py digits DIR            # the bundled digits as 32x32 PNGs (trained as RGB)
-    python benchmarks/gpu_check.py summary OUT RUN       # bench lines, run, samples -> OUT/summary.json
+    python benchmarks/gpu_check.py summary OUT RUN [EXIT] # bench lines, run, samples -> OUT/summary.json
 
 `summary` reads OUT/bench.jsonl (its `vitgan bench` lines), the run folder's stats.jsonl and its last snapshot, and
 writes OUT/summary.json: images/s and model FLOP utilisation against the card's published dense peak, whether D's
@@ -19,24 +19,25 @@ import numpy as np
 import torch
 from PIL import Image
 
-# Published dense peaks, TFLOP/s (bf16/fp16 tensor cores; fp32 without TF32), by a substring of the card's name.
+# Published dense tensor-core peaks, TFLOP/s, by a substring of the card's name. fp32 has none here: vitgan enables
+# TF32 on CUDA, so its fp32 rate is read against the GEMM rate `vitgan bench` measures in the same process.
 PEAK_TFLOPS = {
-    "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
-    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0},
-    "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
-    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
-    "L40S": {"bf16": 362.0, "fp16": 362.0, "fp32": 91.6},
-    "A10": {"bf16": 125.0, "fp16": 125.0, "fp32": 31.2},
-    "L4": {"bf16": 121.0, "fp16": 121.0, "fp32": 30.3},
-    "V100": {"bf16": 0.0, "fp16": 125.0, "fp32": 15.7},
-    "T4": {"bf16": 0.0, "fp16": 65.0, "fp32": 8.1},
+    "H200": {"bf16": 989.0, "fp16": 989.0},
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0},
+    "H100": {"bf16": 989.0, "fp16": 989.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0},
+    "L40S": {"bf16": 362.0, "fp16": 362.0},
+    "A10": {"bf16": 125.0, "fp16": 125.0},
+    "L4": {"bf16": 121.0, "fp16": 121.0},
+    "V100": {"bf16": 0.0, "fp16": 125.0},
+    "T4": {"bf16": 0.0, "fp16": 65.0},
 }
 
 
 def peak(device: str, precision: str) -> float | None:
     for name, peaks in PEAK_TFLOPS.items():
         if name in device:
-            return peaks[precision] or None
+            return peaks.get(precision) or None
     return None
 
 
@@ -48,7 +49,7 @@ def write_digits(folder: Path) -> None:
         Image.fromarray(image).save(folder / f"{i:05d}.png")
 
 
-def summary(out: Path, run: Path) -> dict:
+def summary(out: Path, run: Path, exit_code: int = 0) -> dict:
     from vitgan.data import load_mnist5k
     from vitgan.metrics.digits import DigitFID
     from vitgan.sampling import generate, latents
@@ -58,8 +59,10 @@ def summary(out: Path, run: Path) -> dict:
     for line in (out / "bench.jsonl").read_text().splitlines():
         row = json.loads(line)
         tflops = peak(row["device"], row["precision"])
+        vs_gemm = f"iteration_vs_gemm_{row['precision']}"
         result["bench"].append({**{k: row[k] for k in ("device", "precision", "batch", "images_per_s",
                                                          "iteration_gflops_per_s", "peak_memory_mb") if k in row},
+                                "iteration_vs_gemm": row.get(vs_gemm),
                                 "peak_tflops": tflops,
                                 "mfu": row["iteration_gflops_per_s"] / (tflops * 1000) if tflops else None})
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines() if line.strip()]
@@ -67,7 +70,14 @@ def summary(out: Path, run: Path) -> dict:
     result["training"] = {k: last.get(k) for k in ("kimg", "img_per_sec", "loss_d", "loss_g", "logits_real",
                                                     "logits_fake", "g_z_std", "d_sigma_max")}
     result["training"]["logits_separate"] = bool(last["logits_real"] - last["logits_fake"] > 0.5)
-    generator = load(sorted(run.glob("network-snapshot-*.safetensors"))[-1]).to("cuda" if torch.cuda.is_available()
+    result["training"]["exit_code"] = exit_code
+    snapshots = sorted(run.glob("network-snapshot-*.safetensors"))
+    if not snapshots:  # the run stopped before its first snapshot (e.g. a NaN): no samples to measure
+        result["samples"] = result["one_mode"] = None
+        (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result))
+        return result
+    generator = load(snapshots[-1]).to("cuda" if torch.cuda.is_available()
                                                                                  else "cpu")
     images = generate(generator, latents(range(100_000, 105_000), generator.z_dim), batch=500).cpu()
     grey = images.mean(dim=1, keepdim=True)
@@ -83,7 +93,7 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "digits":
         write_digits(Path(argv[1]))
     elif len(argv) >= 3 and argv[0] == "summary":
-        summary(Path(argv[1]), Path(argv[2]))
+        summary(Path(argv[1]), Path(argv[2]), int(argv[3]) if len(argv) > 3 else 0)
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -24,13 +24,17 @@ done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 $py benchmarks/gpu_check.py digits "$tmp/digits"
+set +e  # a diverged run (the paper's cifar10 recipe can) is a finding to record, not a reason to lose the rest
 $py -m vitgan train --preset cifar10 --data "$tmp/digits" --device cuda --minutes "${MINUTES:-3}" --tick 20 \
     --outdir "$tmp/runs" 2>&1 | tee "$out/train-log.txt"
+trained=${PIPESTATUS[0]}
+set -e
 run=$(ls -d "$tmp"/runs/*/ | tail -n 1)
 cp "$run/stats.jsonl" "$out/train-stats.jsonl"
 cp "$(ls "$run"/fakes-*.png | tail -n 1)" "$out/fakes.png"
-if [ -n "${VITGAN_INCEPTION:-}" ]; then
+if [ -n "${VITGAN_INCEPTION:-}" ] && ls "$run"/network-snapshot-*.safetensors > /dev/null 2>&1; then
   $py -m vitgan eval --ckpt "$(ls "$run"/network-snapshot-*.safetensors | tail -n 1)" --data "$tmp/digits" \
       --metrics fid10k_full --device cuda | tee "$out/eval.jsonl"
 fi
-$py benchmarks/gpu_check.py summary "$out" "$run"
+$py benchmarks/gpu_check.py summary "$out" "$run" "$trained"
+exit "$trained"

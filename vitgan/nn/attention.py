@@ -93,8 +93,9 @@ class L2Attention(_MultiHeadSelfAttention):
         Attn_h(X) = softmax(-||X W_qk - X W_qk||^2 / sqrt(d_h)) X W_v,
 
     the squared distance summed over the head dimension. Query and key are the output of ONE projection `qk`.
-    Computed exactly through SDPA: -||q_i - k_j||^2 = 2 q_i.k_j - ||q_i||^2 - ||k_j||^2, and ||q_i||^2 is constant
-    along a softmax row, so the attention is SDPA on (2q, k, v) with the per-key additive bias -||k_j||^2 / sqrt(d_h).
+    Computed exactly: -||q_i - k_j||^2 = 2 q_i.k_j - ||q_i||^2 - ||k_j||^2, and ||q_i||^2 is constant along a
+    softmax row, so the attention is `scaled_attention` on (2q, k, v) with the per-key additive bias
+    -||k_j||^2 / sqrt(d_h), on its explicit path (fp32 logits and softmax) on every device.
     `qk_norm`: one LayerNorm over d_h (QK-norm) on the projection's output, so query and key stay the same tensor.
     """
 
