@@ -399,25 +399,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# glibc's malloc, by default, returns each large freed block to the OS and faults fresh zeroed pages in for the next
-# one: for CPU training that is every activation of every step (a cifar10 iteration at batch 128 ran 1.67x faster
-# with freed memory kept for reuse; benchmarks/README.md). A command that trains or evaluates re-runs itself once
-# with these settings unless GLIBC_TUNABLES is already set (set it, even empty, to opt out).
+# Settings a process must have before torch loads, so a command that trains, benchmarks or evaluates re-runs itself
+# once with those of them that are not already set (set one, even empty, to opt out of it):
+# - glibc's malloc, by default, returns each large freed block to the OS and faults fresh zeroed pages in for the
+#   next one: for CPU training that is every activation of every step (a cifar10 iteration at batch 128 ran 1.67x
+#   faster with freed memory kept for reuse; benchmarks/README.md).
+# - OpenMP's threads, by default, spin while they wait for work: beside another busy process they spin against it
+#   (a 2-thread mnist iteration beside two busy processes ran at 4.2 img/s by default, 19.6 with passive waiting;
+#   benchmarks/README.md).
 FAST_MALLOC = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
 
 
-def _rerun_with_fast_malloc() -> None:
-    if sys.platform != "linux" or "GLIBC_TUNABLES" in os.environ or platform.libc_ver()[0] != "glibc":
-        return
-    os.environ["GLIBC_TUNABLES"] = FAST_MALLOC
-    os.execv(sys.executable, [sys.executable, "-m", "vitgan", *sys.argv[1:]])
+def runtime_env(environ: dict[str, str] | os._Environ) -> dict[str, str]:
+    """The settings of the comment above that `environ` lacks."""
+    wanted = {}
+    if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" and "GLIBC_TUNABLES" not in environ:
+        wanted["GLIBC_TUNABLES"] = FAST_MALLOC
+    if "OMP_WAIT_POLICY" not in environ:
+        wanted["OMP_WAIT_POLICY"] = "PASSIVE"
+    return wanted
+
+
+def _rerun_with_runtime_env() -> None:
+    wanted = runtime_env(os.environ)
+    if wanted:
+        os.environ.update(wanted)
+        os.execv(sys.executable, [sys.executable, "-m", "vitgan", *sys.argv[1:]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # the command's own arguments, for reports
     if argv is None and args.command in ("train", "bench", "eval"):  # a command line, not a call from Python
-        _rerun_with_fast_malloc()
+        _rerun_with_runtime_env()
     finished = False
     try:
         args.func(args)
