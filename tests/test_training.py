@@ -324,3 +324,32 @@ def test_r1_has_its_double_backward_with_the_fused_attention_kernels(monkeypatch
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
         fused = r1_and_grads()
     torch.testing.assert_close(fused, explicit, rtol=1e-4, atol=1e-6)
+
+
+def test_compiling_is_automatic_for_long_cpu_runs_and_falls_back(tmp_path, digits, monkeypatch):
+    """--compile decides by itself when not given: on a CPU, runs of at least AUTO_COMPILE_KIMG kimg are compiled;
+    --no-compile and --compile pin it. A compiled first step that fails (no C++ compiler, ...) is retried
+    uncompiled from the same state: the run ends exactly where an uncompiled one does."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    _train(tmp_path, digits, "--kimg", "0.004", "--tick", "1")
+    assert compiled == []
+    _train(tmp_path, digits, "--kimg", "20", "--minutes", "0.001", "--tick", "1")
+    assert len(compiled) == 2  # G and D
+    _train(tmp_path, digits, "--kimg", "20", "--minutes", "0.001", "--tick", "1", "--no-compile")
+    assert len(compiled) == 2
+
+    class Broken(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda module: Broken())
+    fallback = _train(tmp_path, digits, "--kimg", "0.008", "--tick", "1", "--compile")
+    plain = _train(tmp_path, digits, "--kimg", "0.008", "--tick", "1")
+    assert "torch.compile failed (RuntimeError: 'InvalidCxxCompiler" in (fallback / "log.txt").read_text()
+    assert json.loads((fallback / "training_options.json").read_text())["compiled"] is True
+    a = load_training_state(next(fallback.glob("training-state-*.pt")))
+    b = load_training_state(next(plain.glob("training-state-*.pt")))
+    for key in ("G", "D", "G_ema"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), f"{key}.{name}"

@@ -67,6 +67,8 @@ def add_field_options(group: Any, cls: type, prefix: str, *, defaults: Any = Non
                                   "help": (field.metadata["help"] + shown).replace("%", "%%")}
         if switches and hint is bool and default is False:
             kwargs["action"] = "store_true"
+        elif switches and hint is bool and default is None:  # unset decides by itself: --name / --no-name
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
             literal = typing.get_origin(hint) is typing.Literal
             kwargs["metavar"] = field.metadata.get("metavar") or (
@@ -254,7 +256,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     amp = resolve_precision(run.precision, device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = run_benchmark(cfg, preset=preset, device=device, amp=amp, compile=run.compile, repeats=args.repeats)
+    result = run_benchmark(cfg, preset=preset, device=device, amp=amp, compile=bool(run.compile),
+                           repeats=args.repeats)
     line = json.dumps(result)
     print(line)
     if args.out:

@@ -25,7 +25,7 @@ from vitgan.nn.spectral import largest_singular_values
 from vitgan.sampling import generate, latents
 from vitgan.training import checkpoint, distributed
 from vitgan.training.device import precision_name, resolve_device, resolve_precision
-from vitgan.training.options import MAX_ROLLBACKS, ROLLBACK_LR_FACTOR, RunOptions
+from vitgan.training.options import AUTO_COMPILE_KIMG, MAX_ROLLBACKS, ROLLBACK_LR_FACTOR, RunOptions
 from vitgan.training.report import Report
 from vitgan.training.trainer import NonFiniteError, Trainer
 
@@ -81,7 +81,8 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     torch.manual_seed(opts.seed + world.rank)  # per-rank streams; the per-sample ones are the Trainer's, shared
     np.random.seed(opts.seed + world.rank)
     random.seed(opts.seed + world.rank)
-    trainer = Trainer(cfg, data, device, amp, preset=opts.preset, mirror=opts.mirror, compile=opts.compile,
+    compile = opts.compile if opts.compile is not None else device.type == "cpu" and cfg.kimg >= AUTO_COMPILE_KIMG
+    trainer = Trainer(cfg, data, device, amp, preset=opts.preset, mirror=opts.mirror, compile=compile,
                       seed=opts.seed, world=world, batch_gpu=opts.batch_gpu)
     if resume_state is not None:
         trainer.load_state(resume_state)
@@ -97,6 +98,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     options = {"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "device": str(device),
                "precision": precision_name(amp), "num_images": len(data),
                "ranks": world.size, "batch_gpu": trainer.batch_gpu, "rounds": trainer.rounds,
+               "compiled": trainer.compiled,
                "G_params": count_parameters(trainer.G), "D_params": count_parameters(trainer.D),
                "torch": torch.__version__, "command": " ".join(sys.argv)}
     report.options(options)
@@ -120,6 +122,9 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
         f"{options['precision']}, G {options['G_params']:,} params, D {options['D_params']:,} params")
     if world.size > 1 or trainer.rounds > 1:
         log(f"{world.size} rank(s) x {trainer.batch_gpu} images x {trainer.rounds} round(s) = batch {cfg.batch}")
+    if trainer.compiled:
+        log("G and D run through torch.compile: the first step compiles them (one to three minutes on a CPU; "
+            "--no-compile to skip)")
     if resume_state is not None:
         log(f"resumed from {opts.resume} at kimg {trainer.cur_nimg / 1000:.1f}, tick {trainer.tick}")
     total_nimg = int(cfg.kimg * 1000)
@@ -180,6 +185,8 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
         sums.clear()
         tick_start_time, tick_start_nimg = time.time(), trainer.cur_nimg
 
+    # a compiled run's first step is where compiling happens: if it fails, the run restarts that step uncompiled
+    before_first_step = copy.deepcopy(trainer.state()) if trainer.compiled else None
     try:
         end_tick(final=False)  # the starting point's sample grid
         while True:
@@ -198,6 +205,15 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
                     raise
                 roll_back(error)
                 continue
+            except Exception as error:  # the compiled first step failed (no C++ compiler, ...): retried uncompiled,
+                if before_first_step is None:  # where a fault that is not the compiler's shows again
+                    raise
+                log(f"torch.compile failed ({type(error).__name__}: {str(error).strip()[:200]!r}); training "
+                    "without it")
+                trainer.load_state(before_first_step)
+                trainer.uncompile()
+                continue
+            before_first_step = None
             for key, value in step_stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             sums["steps"] = sums.get("steps", 0) + 1

@@ -100,6 +100,7 @@ class Trainer:
         for net in (self.G, self.D):
             distributed.broadcast_module(net, self.world)  # every rank starts from rank 0's weights
         # what the steps call: the networks themselves, or their torch.compile'd forms (same parameters)
+        self.compiled = compile
         self.G_run: nn.Module = torch.compile(self.G) if compile else self.G
         self.D_run: nn.Module = torch.compile(self.D) if compile else self.D
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -117,6 +118,12 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(seed)  # the per-sample randomness, the same on every rank
         self.order = torch.randperm(len(data), generator=self.rng)
         self.position = 0
+
+    def uncompile(self) -> None:
+        """Run the plain networks from now on (after compiling them failed)."""
+        self.compiled = False
+        self.G_run = self.loss.G_run = self.G
+        self.D_run = self.loss.D_run = self.D
 
     # --- one round's share of the batch ---
     def _draws(self) -> Draws:
