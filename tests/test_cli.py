@@ -142,7 +142,7 @@ def test_dry_run_opens_the_data(tmp_path, capsys, digits):
 def test_a_training_command_re_runs_itself_with_passive_openmp_waiting(monkeypatch):
     """train/bench/eval from the command line re-run themselves once with OMP_WAIT_POLICY=PASSIVE (and glibc's
     malloc tunables) unless set: spinning OpenMP threads beside another busy process made a 2-thread iteration ~5x
-    slower (benchmarks/results/cpu_contention.jsonl). A value the user set, even empty, is kept."""
+    slower (benchmarks/results/cpu_contention_beside_ablation.jsonl). A value the user set, even empty, is kept."""
     from vitgan import cli
 
     assert cli.runtime_env({})["OMP_WAIT_POLICY"] == "PASSIVE"

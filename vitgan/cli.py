@@ -408,8 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
 #   next one: for CPU training that is every activation of every step (a cifar10 iteration at batch 128 ran 1.67x
 #   faster with freed memory kept for reuse; benchmarks/README.md).
 # - OpenMP's threads, by default, spin while they wait for work: beside another busy process they spin against it
-#   (a 2-thread mnist iteration beside two busy processes ran at 4.2 img/s by default, 19.6 with passive waiting;
-#   benchmarks/README.md).
+#   (a 2-thread mnist iteration beside two busy processes ran at 3.9 img/s by default, 19.9 with passive waiting;
+#   benchmarks/results/cpu_contention_beside_ablation.jsonl).
 FAST_MALLOC = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
 
 
