@@ -68,6 +68,8 @@ RECIPES = [
     Variant("g-lr-half", {"g_lr": "2.5e-4"}, "compare", "G learns at half D's rate (two time-scale update rule)"),
     Variant("d-steps-2", {"d_steps_per_g": "2"}, "compare", "two D steps, each on its own reals, per G step"),
     Variant("grad-clip-1", {"grad_clip": "1"}, "compare", "both networks' gradients clipped to norm 1 (D's is 2-5)"),
+    Variant("lr-2x", {"g_lr": "1e-3", "d_lr": "1e-3"}, "compare",
+            "both learning rates doubled (the authors' code: 1e-3 at batch 64, 2e-3 at batch 32)"),
     Variant("qk-norm", {"d_qk_norm": "true"}, "compare", "a LayerNorm on D's per-head queries and keys (QK-norm)"),
 ]
 
