@@ -29,19 +29,31 @@ def test_bcr_is_mean_squared_logit_difference():
 
 def test_r1_of_a_linear_and_a_quadratic_critic():
     w = torch.randn(1, 2, 3, 3)
-    x = torch.randn(4, 2, 3, 3, requires_grad=True)
-    linear = (x * w).sum(dim=(1, 2, 3))  # grad_x = w for every sample
-    assert abs(r1_penalty(x, linear).item() - w.square().sum().item()) < 1e-4
-    quadratic = (x.square()).sum(dim=(1, 2, 3))  # grad_x = 2x
-    expected = (2 * x.detach()).square().sum(dim=(1, 2, 3)).mean()
-    assert abs(r1_penalty(x, quadratic).item() - expected.item()) < 1e-4
+    x = torch.randn(4, 2, 3, 3)
+    # grad_x = w for every sample
+    assert abs(r1_penalty(lambda x: (x * w).sum(dim=(1, 2, 3)), x).item() - w.square().sum().item()) < 1e-4
+    expected = (2 * x).square().sum(dim=(1, 2, 3)).mean()  # grad_x of sum(x^2) = 2x
+    assert abs(r1_penalty(lambda x: x.square().sum(dim=(1, 2, 3)), x).item() - expected.item()) < 1e-4
+
+
+def test_r1_keeps_the_cross_sample_terms_of_a_critic_that_mixes_its_batch():
+    """As autograd.grad(D(x).sum(), x): a logit that depends on the batch (minibatch std) passes its share of the
+    gradient to the other samples."""
+    x = torch.randn(3, 1, 2, 2)
+    critic = lambda x: x.sum(dim=(1, 2, 3)) * x.mean()  # noqa: E731 - sum_i s_i * m, m the batch mean
+    s = x.sum(dim=(1, 2, 3))
+    grad = s.sum() / x.numel() + x.mean()  # d/dx_ij of sum_i s_i * m = m + (sum_i s_i) / numel, the same everywhere
+    expected = (grad.expand_as(s) ** 2 * 4).mean()  # 4 pixels per sample
+    assert abs(r1_penalty(critic, x).item() - expected.item()) < 1e-5
 
 
 def test_r1_is_differentiable_for_the_discriminator():
     w = torch.randn(3, requires_grad=True)
-    x = torch.randn(5, 3, 1, 1, requires_grad=True)
-    penalty = r1_penalty(x, ((x.squeeze() * w) ** 2).sum(1))
+    x = torch.randn(5, 3, 1, 1)
+    penalty = r1_penalty(lambda x: ((x.squeeze() * w) ** 2).sum(1), x)
     penalty.backward()
+    expected = (2 * x.squeeze() * w.detach() ** 2).square().sum(1).mean()  # grad_x = 2 w^2 x
+    assert abs(penalty.item() - expected.item()) < 1e-5
     assert w.grad is not None and w.grad.abs().sum() > 0
 
 

@@ -70,6 +70,7 @@ RECIPES = [
     Variant("grad-clip-1", {"grad_clip": "1"}, "compare", "both networks' gradients clipped to norm 1 (D's is 2-5)"),
     Variant("lr-2x", {"g_lr": "1e-3", "d_lr": "1e-3"}, "compare",
             "both learning rates doubled (the authors' code: 1e-3 at batch 64, 2e-3 at batch 32)"),
+    Variant("paper-lr", {"g_lr": "2e-3", "d_lr": "2e-3"}, "compare", "the paper's learning rate 0.002 (at batch 128)"),
     Variant("qk-norm", {"d_qk_norm": "true"}, "compare", "a LayerNorm on D's per-head queries and keys (QK-norm)"),
 ]
 
@@ -166,7 +167,8 @@ COLLAPSE_AFTER_KIMG = 20.0  # the fewest classes at any tick after this many kim
 def measure(results: list[dict[str, Any]], samples: int, raw: Path, command: str) -> list[dict[str, Any]]:
     """One record per finished run (final digit FID on `samples` seeds, classes, kimg, wall-clock, D's norms, the
     fewest classes at any tick after COLLAPSE_AFTER_KIMG); each run's stats.jsonl copied to raw/stats/. Records of
-    runs already measured (the same run folder and snapshot) are reused from raw/results.jsonl. `command` (the
+    runs already measured (the same run folder and snapshot) are reused from raw/results.jsonl, and the records of
+    other runs there are kept (returned too), so a sweep grows by commands. `command` (the
     ablate command line, its jobs and threads) is kept in each new record for the report's header."""
     (raw / "stats").mkdir(parents=True, exist_ok=True)
     known = {(r["variant"], r["seed"]): r for r in _rows(raw / "results.jsonl")}
@@ -194,6 +196,8 @@ def measure(results: list[dict[str, Any]], samples: int, raw: Path, command: str
             "min_classes_later": min(later) if later else None, **final_digit_fid(run, samples, digit_fid),
             "command": command,
         })
+    measured = {(r["variant"], r["seed"]) for r in records}
+    records = [r for key, r in known.items() if key not in measured] + records  # earlier runs' records stay
     text = "".join(json.dumps(r) + "\n" for r in records)
     atomic_write(raw / "results.jsonl", lambda tmp: Path(tmp).write_text(text))
     return records
@@ -378,7 +382,7 @@ def ablate(args: Any) -> Path:
         results.sort(key=lambda r: (order.index(r["variant"].name), r["seed"]))
         command = (f"vitgan ablate {' '.join(args.argv)}` ({args.jobs} runs at a time with {args.threads} CPU "
                    f"thread(s) each, {torch.__version__}, {_machine()}, {time.strftime('%Y-%m-%d')}")
-        records = measure(results, args.samples, raw, command)
+        records = [r for r in measure(results, args.samples, raw, command) if r["variant"] in order]
         _sample_sheet(results, raw / "samples.png")
     records.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
     commands = list(dict.fromkeys(r["command"] for r in records))

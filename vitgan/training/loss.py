@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
@@ -31,12 +32,16 @@ def consistency_penalty(logits: torch.Tensor, transformed_logits: torch.Tensor) 
     return (logits - transformed_logits).square().mean()
 
 
-def r1_penalty(real_images: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): E[||grad_x D(x)||^2] on real images; multiply by gamma / 2 for the loss.
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real_images: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E[||grad_x D(x)||^2] on real images, D = `critic` (one fp32 logit per image);
+    multiply by gamma / 2 for the loss.
 
-    `real_images` must require grad and `real_logits` be computed from them in fp32.
+    The input gradient is taken with torch.func.grad of the summed logits (each image's gradient of the sum is its
+    own logit's, and a minibatch-std layer's cross terms are kept as autograd.grad would), so that the whole penalty,
+    its gradient with respect to D's weights included, can go through torch.compile, which does not compile
+    torch.autograd.grad(create_graph=True).
     """
-    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
+    grad = torch.func.grad(lambda x: critic(x).float().sum())(real_images.detach().float())
     return grad.square().sum(dim=(1, 2, 3)).mean()
 
 
@@ -67,8 +72,8 @@ class ViTGANLoss:
       balanced consistency regularisation `bcr_real * E[(D(x) - D(T(x)))^2]` on the reals and the same with
       `bcr_fake` on the fakes, T the Config's `bcr_mode` (`transform(plain, augmented)`);
     - `Dreg`: R1 alone, `gamma / 2 * interval * E[||grad_x D(x)||^2]` on augmented reals (lazy: the Trainer asks for it
-      every `r1_interval` D steps, hence the interval in its weight), in fp32 through the plain D (compiled code has no
-      double backward);
+      every `r1_interval` D steps, hence the interval in its weight), in fp32 outside autocast (compiled with its
+      double backward when the Trainer compiles: see r1_penalty);
     - `Dboth`: the two at once, R1 on the same augmented reals as the main loss (one backward pass);
     - `Gmain`: G's non-saturating loss `softplus(-D(aug(G(z))))`.
 
@@ -79,12 +84,14 @@ class ViTGANLoss:
 
     def __init__(self, cfg: Config, G: nn.Module, D: nn.Module, *, draws: Callable[[], Draws],
                  G_run: nn.Module | None = None, D_run: nn.Module | None = None,
+                 R1_run: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                  transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         self.cfg, self.G, self.D, self.draws, self.autocast = cfg, G, D, draws, autocast
         # what the main phases call: torch.compile'd forms, if any (no `or`: a compiled module has no truth value)
         self.G_run = G if G_run is None else G_run
         self.D_run = D if D_run is None else D_run
+        self.R1_run = R1_run or functools.partial(r1_penalty, D)  # E||grad_x D(x)||^2 of images
         self.transform = transform or self.bcr_transform
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,13 +114,11 @@ class ViTGANLoss:
         return list(self.D_run(torch.cat(batches)).float().split([len(x) for x in batches]))
 
     def r1(self, real_aug: torch.Tensor) -> torch.Tensor:
-        """The weighted R1 term on (augmented) reals, in fp32 through the plain D. Its gradient is a double backward,
-        which the fused attention kernels (flash, memory-efficient; used off the CPU) do not have: D's attention runs
-        on SDPA's math backend here."""
-        real = real_aug.detach().float().requires_grad_(True)
+        """The weighted R1 term on (augmented) reals, in fp32 outside autocast, through `R1_run` (r1_penalty of the
+        plain D, or its torch.compile'd form). Its gradient is a double backward, which the fused attention kernels
+        (flash, memory-efficient; used off the CPU) do not have: D's attention runs on SDPA's math backend here."""
         with sdpa_kernel(SDPBackend.MATH):
-            logits = self.D(real).float()
-        return r1_penalty(real, logits) * (self.cfg.r1_gamma / 2 * self.cfg.r1_interval)
+            return self.R1_run(real_aug) * (self.cfg.r1_gamma / 2 * self.cfg.r1_interval)
 
     def __call__(self, phase: Phase, *, z: torch.Tensor | None = None, reals: torch.Tensor | None = None
                  ) -> PhaseLoss:

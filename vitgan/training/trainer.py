@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from vitgan.networks import Generator, build_discriminator
 from vitgan.training import checkpoint, distributed
 from vitgan.training.augment import Draws
 from vitgan.training.distributed import World
-from vitgan.training.loss import D_TERMS, G_TERMS, Phase, ViTGANLoss
+from vitgan.training.loss import D_TERMS, G_TERMS, Phase, ViTGANLoss, r1_penalty
 
 
 class NonFiniteError(FloatingPointError):
@@ -103,6 +104,8 @@ class Trainer:
         self.compiled = compile
         self.G_run: nn.Module = torch.compile(self.G) if compile else self.G
         self.D_run: nn.Module = torch.compile(self.D) if compile else self.D
+        r1 = functools.partial(r1_penalty, self.D)  # R1's penalty, with the double backward of its gradient
+        self.R1_run = torch.compile(r1) if compile else r1
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas)
@@ -111,7 +114,7 @@ class Trainer:
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         self.loss = ViTGANLoss(cfg, self.G, self.D, draws=self._draws, G_run=self.G_run, D_run=self.D_run,
-                               autocast=self._autocast)
+                               R1_run=self.R1_run, autocast=self._autocast)
         self.cur_nimg = 0
         self.tick = 0
         self.d_steps = 0
@@ -124,6 +127,7 @@ class Trainer:
         self.compiled = False
         self.G_run = self.loss.G_run = self.G
         self.D_run = self.loss.D_run = self.D
+        self.R1_run = self.loss.R1_run = functools.partial(r1_penalty, self.D)
 
     # --- one round's share of the batch ---
     def _draws(self) -> Draws:
