@@ -7,7 +7,8 @@ Everything is measured in one process, one after the other, so the ratios compar
 - G forward+backward;
 - one full training iteration (`Trainer.step`: a D step with DiffAugment, bCR and lazy R1 as configured, a G step,
   the EMA update) on random images, and its images/s: the median over the repeats, so an ordinary iteration, not
-  one of the costlier lazy-R1 ones (every r1_interval-th);
+  one of the costlier lazy-R1 ones (every r1_interval-th); and the mean of a whole cycle of r1_interval iterations,
+  R1's included (`cycle_ms`, `cycle_images_per_s`: the rate a training run can reach);
 - the model FLOPs of an ordinary iteration (matrix products, counted by `torch.utils.flop_counter`), hence its achieved
   GFLOP/s, against a 4096^3 matrix product timed in fp32 (and in autocast's bf16 or fp16 when autocast is on);
 - peak memory during the training iterations (timed first, so nothing else has run yet): CUDA's peak allocation,
@@ -119,6 +120,9 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
     memory_before = peak_memory_mb(device)
     step_ms = time_ms(trainer.step, device, warmup=3, repeats=repeats)  # first, so the peak below is the iteration's
     memory_peak = peak_memory_mb(device)
+    cycle = cfg.r1_interval if cfg.r1_gamma > 0 else 1  # one lazy-R1 iteration in every cycle
+    cycle_ms = time_ms(lambda: [trainer.step() for _ in range(cycle)], device, warmup=1,
+                       repeats=max(3, repeats // cycle)) / cycle
     autocast = trainer._autocast
     x = torch.rand(cfg.batch, cfg.channels, cfg.resolution, cfg.resolution, device=device) * 2 - 1
     z = torch.randn(cfg.batch, cfg.z_dim, device=device)
@@ -144,6 +148,7 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
         "d_gflop": round(d_flops / 1e9, 2), "vit_gflop": round(vit_flops / 1e9, 2),
         "g_fwd_bwd_ms": round(g_ms, 2),
         "iteration_ms": round(step_ms, 2), "images_per_s": round(images_per_step(cfg) / step_ms * 1000, 1),
+        "cycle_ms": round(cycle_ms, 2), "cycle_images_per_s": round(images_per_step(cfg) / cycle_ms * 1000, 1),
         "iteration_gflop": round(step_flops / 1e9, 2),
         "iteration_gflops_per_s": round(step_flops / step_ms / 1e6, 1),
         "gemm_fp32_gflops_per_s": round(fp32, 1),

@@ -68,8 +68,7 @@ def lr_warmup(cfg: Config, cur_nimg: int) -> float:
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """ema <- beta * ema + (1 - beta) * model for parameters; buffers (w_avg) are copied."""
-    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p.detach(), 1 - beta)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - beta)
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
 
@@ -108,8 +107,10 @@ class Trainer:
         self.R1_run = torch.compile(r1) if compile else r1
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=betas)
+        # fused: one kernel per parameter tensor, on the CPU too (the default there updates each tensor with about
+        # a dozen separate operations, a tenth of a small preset's step)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas, fused=True)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=betas, fused=True)
         # fp16 autocast: one gradient scaler per optimiser (disabled otherwise, where each call is a no-op)
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
