@@ -114,6 +114,22 @@ def test_minibatch_std_feature():
     torch.testing.assert_close(out[6, 3], expected.expand(4, 4))
 
 
+def test_minibatch_std_segments_equal_separate_batches():
+    """segments=S groups each of the S consecutive sub-batches alone: the same as S separate calls (and not the
+    grouping of the whole batch, which would mix reals with fakes)."""
+    from vitgan.nn import MinibatchStd
+
+    layer, x = MinibatchStd(group_size=4), torch.randn(24, 3, 2, 2)
+    expected = torch.cat([layer(part) for part in x.split(8)])
+    torch.testing.assert_close(layer(x, segments=3), expected)
+    assert not torch.allclose(layer(x), expected)
+    cfg = presets.get("mnist")
+    for d in (Discriminator(cfg).eval(), CNNDiscriminator(cfg.replace(d_arch="cnn")).eval()):
+        images = torch.randn(16, 1, 32, 32)
+        torch.testing.assert_close(d(images, segments=2), torch.cat([d(images[:8]), d(images[8:])]), rtol=1e-4,
+                                   atol=1e-5)
+
+
 def test_minibatch_std_in_the_vit_discriminator_couples_samples():
     torch.manual_seed(1)
     x = torch.randn(8, 1, 32, 32)

@@ -72,6 +72,39 @@ def test_d_loss_takes_reals_and_fakes_in_their_places_both_augmented():
     assert set(terms) == set(D_TERMS) and terms["r1"].item() == terms["bcr_real"].item() == 0
 
 
+class CentringD(LinearD):
+    """D(x)_i = <w, x_i> - the mean of <w, x_j> over x_i's batch: each logit depends on its batch (as with minibatch
+    std), and `segments` says where one batch ends."""
+
+    mixes_samples = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, segments: int = 1) -> torch.Tensor:
+        self.calls += 1
+        logits = super().forward(x).view(segments, -1)
+        return (logits - logits.mean(dim=1, keepdim=True)).flatten()
+
+
+def test_d_sees_reals_and_fakes_in_one_forward_but_each_as_its_own_batch():
+    cfg = presets.get("mnist", augment="", bcr_real=2.0, bcr_fake=0.0, r1_gamma=0.0, bcr_mode="diffaug")
+    D = CentringD()
+    loss = ViTGANLoss(cfg, ScaleG(), D, draws=lambda: Draws(torch.Generator().manual_seed(0)))
+    terms = loss("Dmain", z=Z, reals=REALS).terms
+    assert D.calls == 1  # reals, fakes and T(reals) (bCR) together
+
+    def centred(x: torch.Tensor) -> list[float]:
+        logits = [v - 0.3 for v in _d(x)]
+        return [v - sum(logits) / len(logits) for v in logits]
+
+    real, fake = centred(REALS), centred((0.5 * Z).view(3, 1, 2, 2))
+    expected = (sum(_softplus(v) for v in fake) + sum(_softplus(-v) for v in real)) / 3
+    assert terms["loss_d"].item() == pytest.approx(expected, rel=1e-6)
+    assert terms["bcr_real"].item() == pytest.approx(0.0, abs=1e-9)  # T = no augmentation: the same logits
+
+
 def test_r1_is_gamma_over_2_times_the_interval_times_the_mean_squared_input_gradient_on_r1_phases_only():
     loss = _loss(r1_gamma=0.3, r1_interval=4)
     weight = 0.3 / 2 * 4 * W.square().sum().item()  # grad_x D = w for every sample: E||grad||^2 = ||w||^2

@@ -57,10 +57,11 @@ class CNNDiscriminator(nn.Module):
 
     mixes_samples = True  # the minibatch-std layer makes a sample's logit depend on its batch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segments: int = 1) -> torch.Tensor:
+        """Logits (B,); with `segments` S, the batch is S batches of B / S images to the minibatch-std layer."""
         check_images(x, self.cfg)
         h = _lrelu(self.from_rgb(x))
         for block in self.blocks:
             h = block(h)
-        h = _lrelu(self.conv(self.mbstd(h)))
+        h = _lrelu(self.conv(self.mbstd(h, segments)))
         return self.out(_lrelu(self.fc(h.flatten(1)))).squeeze(-1)

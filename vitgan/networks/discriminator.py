@@ -76,7 +76,8 @@ class Discriminator(nn.Module):
         """True when a sample's logit depends on the other samples of its batch (minibatch standard deviation)."""
         return self.mbstd is not None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segments: int = 1) -> torch.Tensor:
+        """Logits (B,); with `segments` S, the batch is S batches of B / S images to the minibatch-std layer."""
         check_images(x, self.cfg)
         tokens = self.patch_embed(image_patches(x, self.cfg.d_patch, self.overlap))  # (B, L, dim)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
@@ -85,5 +86,5 @@ class Discriminator(nn.Module):
             h = block(h)
         cls = self.norm(h[:, 0])  # (B, dim)
         if self.mbstd is not None:
-            cls = self.mbstd(cls[:, :, None, None]).flatten(1)  # (B, dim + 1)
+            cls = self.mbstd(cls[:, :, None, None], segments).flatten(1)  # (B, dim + 1)
         return self.head(cls).squeeze(-1)

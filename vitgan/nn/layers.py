@@ -121,19 +121,24 @@ class ModulatedLinear(nn.Module):
 class MinibatchStd(nn.Module):
     """Appends one feature map: the standard deviation across a group of samples, averaged over features and pixels.
 
-    Samples i and j share a group when i = j (mod B / G), G the largest divisor of B not above `group_size`.
+    Samples i and j share a group when i = j (mod B / G), G the largest divisor of B not above `group_size`. With
+    `segments` = S, the batch is S batches of B / S consecutive samples, each grouped alone, exactly as S separate
+    calls (D sees reals and fakes in one forward).
     """
 
     def __init__(self, group_size: int = 4) -> None:
         super().__init__()
         self.group_size = group_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segments: int = 1) -> torch.Tensor:
         n, c, h, w = x.shape
-        g = min(self.group_size, n)
-        while n % g:
+        if n % segments:
+            raise ValueError(f"segments: {segments} do not divide the batch of {n}")
+        s = n // segments
+        g = min(self.group_size, s)
+        while s % g:
             g -= 1
-        y = x.reshape(g, n // g, c, h, w)
-        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
-        y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)  # (n, 1, h, w)
+        y = x.reshape(segments, g, s // g, c, h, w)
+        y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(2, 3, 4))  # (segments, s // g)
+        y = y[:, None].expand(segments, g, s // g).reshape(n, 1, 1, 1).expand(n, 1, h, w)
         return torch.cat([x, y], dim=1)

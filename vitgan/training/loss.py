@@ -107,11 +107,14 @@ class ViTGANLoss:
         return translation(augmented, self.draws(), ratio=self.cfg.bcr_shift, fill=self.cfg.augment_fill)
 
     def _logits(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
-        """D's fp32 logits for several batches: one forward when D's samples never interact, else one per batch
-        (a minibatch-std layer must see each batch alone)."""
-        if getattr(self.D, "mixes_samples", True):
+        """D's fp32 logits for several batches of one size in one forward; a D whose samples interact (minibatch
+        std: `mixes_samples`) is told they are separate batches (`segments`). A D of unknown kind: one call each."""
+        mixes = getattr(self.D, "mixes_samples", None)
+        if mixes is None or len({len(x) for x in batches}) > 1:
             return [self.D_run(x).float() for x in batches]
-        return list(self.D_run(torch.cat(batches)).float().split([len(x) for x in batches]))
+        x = torch.cat(batches)
+        logits = self.D_run(x, segments=len(batches)) if mixes else self.D_run(x)
+        return list(logits.float().split([len(b) for b in batches]))
 
     def r1(self, real_aug: torch.Tensor) -> torch.Tensor:
         """The weighted R1 term on (augmented) reals, in fp32 outside autocast, through `R1_run` (r1_penalty of the
