@@ -107,11 +107,16 @@ def test_minibatch_std_feature():
     x = torch.randn(8, 3, 4, 4)
     out = MinibatchStd(group_size=4)(x)
     assert out.shape == (8, 4, 4, 4)
-    # group of sample 0: samples 0, 2, 4, 6 (i = j mod 8/4); std over the group, averaged over features and pixels
-    group = x[[0, 2, 4, 6]]
-    expected = (group.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
-    torch.testing.assert_close(out[0, 3], expected.expand(4, 4))
-    torch.testing.assert_close(out[6, 3], expected.expand(4, 4))
+    # group of sample 0: samples 0-3 (consecutive); std over the group, averaged over features and pixels
+    for group in ([0, 1, 2, 3], [4, 5, 6, 7]):
+        expected = (x[group].var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+        for i in group:
+            torch.testing.assert_close(out[i, 3], expected.expand(4, 4))
+    torch.testing.assert_close(out[:, :3], x)
+    # a batch of 6 takes groups of 3 (the largest divisor of 6 not above 4)
+    x = torch.randn(6, 2, 1, 1)
+    expected = (x[3:].var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+    torch.testing.assert_close(MinibatchStd(group_size=4)(x)[5, 2, 0, 0], expected)
 
 
 def test_minibatch_std_segments_equal_separate_batches():
@@ -119,10 +124,10 @@ def test_minibatch_std_segments_equal_separate_batches():
     grouping of the whole batch, which would mix reals with fakes)."""
     from vitgan.nn import MinibatchStd
 
-    layer, x = MinibatchStd(group_size=4), torch.randn(24, 3, 2, 2)
-    expected = torch.cat([layer(part) for part in x.split(8)])
-    torch.testing.assert_close(layer(x, segments=3), expected)
-    assert not torch.allclose(layer(x), expected)
+    layer, x = MinibatchStd(group_size=4), torch.randn(12, 3, 2, 2)
+    expected = torch.cat([layer(part) for part in x.split(6)])  # groups of 3 in each
+    torch.testing.assert_close(layer(x, segments=2), expected)
+    assert not torch.allclose(layer(x), expected)  # the whole batch of 12: groups of 4, one spanning both
     cfg = presets.get("mnist")
     for d in (Discriminator(cfg).eval(), CNNDiscriminator(cfg.replace(d_arch="cnn")).eval()):
         images = torch.randn(16, 1, 32, 32)

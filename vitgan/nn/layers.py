@@ -121,9 +121,11 @@ class ModulatedLinear(nn.Module):
 class MinibatchStd(nn.Module):
     """Appends one feature map: the standard deviation across a group of samples, averaged over features and pixels.
 
-    Samples i and j share a group when i = j (mod B / G), G the largest divisor of B not above `group_size`. With
-    `segments` = S, the batch is S batches of B / S consecutive samples, each grouped alone, exactly as S separate
-    calls (D sees reals and fakes in one forward).
+    Groups are G consecutive samples (i and j share one when i // G = j // G), G the largest divisor of the batch
+    not above `group_size`. (StyleGAN2 groups i = j mod B / G instead; consecutive groups make a data-parallel rank
+    whose share of the batch is a multiple of G compute exactly what one process with the whole batch does.) With
+    `segments` = S, the batch is S batches of B / S consecutive samples and G divides B / S, so that no group
+    spans two of them: the same as S separate calls (D sees reals and fakes in one forward).
     """
 
     def __init__(self, group_size: int = 4) -> None:
@@ -134,11 +136,10 @@ class MinibatchStd(nn.Module):
         n, c, h, w = x.shape
         if n % segments:
             raise ValueError(f"segments: {segments} do not divide the batch of {n}")
-        s = n // segments
-        g = min(self.group_size, s)
-        while s % g:
+        g = min(self.group_size, n // segments)
+        while (n // segments) % g:
             g -= 1
-        y = x.reshape(segments, g, s // g, c, h, w)
-        y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(2, 3, 4))  # (segments, s // g)
-        y = y[:, None].expand(segments, g, s // g).reshape(n, 1, 1, 1).expand(n, 1, h, w)
+        y = x.reshape(n // g, g, c, h, w)
+        y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
+        y = y.repeat_interleave(g).reshape(n, 1, 1, 1).expand(n, 1, h, w)
         return torch.cat([x, y], dim=1)
