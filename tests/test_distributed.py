@@ -147,3 +147,42 @@ def test_a_dead_rank_ends_the_job_with_an_error(tmp_path, digits):
     finally:
         if job.poll() is None:
             job.kill()
+
+
+def test_local_ranks_share_the_batch_in_whole_minibatch_std_groups():
+    from vitgan.config import ConfigError
+    from vitgan.training.options import RunOptions, available_cores, local_ranks
+
+    cfg, opts = presets.get("mnist"), RunOptions(device="cpu")  # 240 kimg, batch 16, minibatch std (groups of 4)
+    assert [local_ranks(cfg, opts, cores, launched=False) for cores in (1, 2, 3, 16)] == [1, 2, 2, 4]
+    assert local_ranks(cfg.replace(d_mbstd=False), opts, 16, launched=False) == 16  # no groups: any divisor
+    assert local_ranks(cfg.replace(kimg=1.0), opts, 2, launched=False) == 1  # a short run stays one process
+    assert local_ranks(cfg, RunOptions(device="cpu", batch_gpu=8), 2, launched=False) == 1
+    assert local_ranks(cfg, opts, 2, launched=True) == 1  # a rank itself never starts more
+    assert local_ranks(cfg.replace(kimg=1.0), RunOptions(device="cpu", ranks=2), 1, launched=False) == 2  # pinned
+    with pytest.raises(ConfigError, match=r"^ranks: 3 ranks cannot share batch 16"):
+        local_ranks(cfg, RunOptions(device="cpu", ranks=3), 4, launched=False)
+    assert available_cores({"OMP_NUM_THREADS": "1"}) == 1  # each of `vitgan ablate`'s one-thread runs
+    assert available_cores({}) == len(os.sched_getaffinity(0))
+
+
+def test_train_starts_its_local_ranks_and_they_share_the_per_tick_digit_fid(tmp_path):
+    """`vitgan train --ranks 2` starts 2 processes under torchrun; their per-tick digit FID (each rank generating
+    and classifying half of the 1,000 samples) equals one process's measure of the final EMA generator."""
+    from vitgan.data import load_mnist5k
+    from vitgan.metrics.digits import DigitFID
+    from vitgan.sampling import generate, latents
+    from vitgan.training.checkpoint import load
+    from vitgan.training.loop import DIGIT_FID_SEEDS
+
+    outdir = tmp_path / "runs"
+    assert main(["train", "--outdir", str(outdir), *TINY, "--batch", "8", "--kimg", "0.016", "--tick", "0.016",
+                 "--ranks", "2"]) == 0
+    (folder,) = outdir.iterdir()
+    assert "2 rank(s) x 4 images x 1 round(s) = batch 8" in (folder / "log.txt").read_text()
+    assert json.loads((folder / "training_options.json").read_text())["ranks"] == 2
+    row = json.loads((folder / "stats.jsonl").read_text().splitlines()[-1])
+    G_ema = load(next(folder.glob("network-snapshot-*.safetensors")))
+    alone = DigitFID.of(load_mnist5k())(generate(G_ema, latents(DIGIT_FID_SEEDS, G_ema.z_dim), batch=250))
+    assert row["digit_fid"] == pytest.approx(alone["digit_fid"], rel=1e-6)
+    assert row["classes"] == alone["classes"] and row["confident"] == pytest.approx(alone["confident"])

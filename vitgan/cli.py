@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import platform
+import subprocess
 import sys
 import typing
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from vitgan.data import DataError
 from vitgan.metrics.inception import WEIGHTS_NAME, InceptionError
 from vitgan.training import distributed
 from vitgan.training.checkpoint import CheckpointError
-from vitgan.training.options import RunOptions
+from vitgan.training.options import RunOptions, available_cores, local_ranks
 
 
 def one_line(text: str) -> str:
@@ -115,7 +116,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
             print(json.dumps(cfg.to_dict(), indent=2))
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int:
     from vitgan.training import checkpoint
     from vitgan.training.loop import open_data, resume_config, train
 
@@ -132,13 +133,33 @@ def cmd_train(args: argparse.Namespace) -> None:
     opts = RunOptions(preset=preset, resume=resume, **run)
     opts.check()
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
+    cores = available_cores()
+    ranks = local_ranks(cfg, opts, cores, launched=distributed.launched())
     if args.dry_run:  # everything a run checks before it starts, the data included, then stop
         data = open_data(cfg, opts)
-        print(json.dumps({"config": cfg.to_dict(), "run": dataclasses.asdict(opts),
+        print(json.dumps({"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "local_ranks": ranks,
                           "data": {"name": data.name, "num_images": len(data), "shape": list(data.images.shape[1:])}},
                          indent=2))
         return
+    if ranks > 1:
+        open_data(cfg, opts)  # a bad source fails here, in one line, before any rank starts
+        return launch_local_ranks(ranks, max(1, cores // ranks), args.argv, replace=args.from_command_line)
     train(cfg, opts, state)
+    return 0
+
+
+def launch_local_ranks(ranks: int, threads: int, argv: list[str], *, replace: bool) -> int:
+    """`vitgan train ARGV` again as `ranks` local processes of `threads` threads under torchrun (which gives each its
+    rank and stops them all when one fails). From a command line this process becomes torchrun (exec), so that
+    signals (Ctrl-C, a scheduler's SIGTERM) reach it; from Python it waits for it."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+               "-m", "vitgan", "train", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    print(f"vitgan: training as {ranks} local ranks of {threads} thread(s) each (--ranks 1: one process)",
+          flush=True)
+    if replace:
+        os.execve(sys.executable, command, env)
+    return subprocess.run(command, env=env).returncode
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -433,11 +454,12 @@ def _rerun_with_runtime_env() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # the command's own arguments, for reports
+    args.from_command_line = argv is None
     if argv is None and args.command in ("train", "bench", "eval"):  # a command line, not a call from Python
         _rerun_with_runtime_env()
-    finished = False
+    finished, code = False, 0
     try:
-        args.func(args)
+        code = args.func(args) or 0  # a command returns an exit code, or None for 0
         finished = True
     except (ConfigError, DataError, CheckpointError, InceptionError, FloatingPointError) as error:
         print(f"vitgan: error: {one_line(str(error))}", file=sys.stderr)
@@ -454,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         distributed.shutdown(clean=finished)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -82,13 +82,17 @@ class DigitFID:
         return cls(data.batch(torch.arange(len(data))))
 
     def __call__(self, images: torch.Tensor) -> dict[str, float]:
-        feats, probs = classify(self.net, images)
+        return self.score(*classify(self.net, images))
+
+    def score(self, feats: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        """The measures of samples from their features and class probabilities (`classify`, in any order)."""
+        n = len(feats)
         mu, sigma = feature_statistics(feats)
         confident = probs.max(axis=1) >= 0.5  # 99% of real digits pass; the classifier is label-smoothed
         counts = np.bincount(probs.argmax(axis=1)[confident], minlength=10)
         return {
             "digit_fid": frechet_distance(mu, sigma, self.mu, self.sigma),
-            "classes": int((counts >= 0.02 * len(images)).sum()),  # classes holding >= 2% of all samples, confidently
+            "classes": int((counts >= 0.02 * n).sum()),  # classes holding >= 2% of all samples, confidently
             "confident": float(confident.mean()),
-            "rarest_class": float(counts.min() / len(images)),
+            "rarest_class": float(counts.min() / n),
         }

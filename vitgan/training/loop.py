@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vitgan.bench import gemm_gflops
 from vitgan.config import Config, ConfigError
 from vitgan.data import ImageData, load
 from vitgan.networks import count_parameters
@@ -25,7 +26,7 @@ from vitgan.nn.spectral import largest_singular_values
 from vitgan.sampling import generate, latents
 from vitgan.training import checkpoint, distributed
 from vitgan.training.device import precision_name, resolve_device, resolve_precision
-from vitgan.training.options import AUTO_COMPILE_KIMG, MAX_ROLLBACKS, ROLLBACK_LR_FACTOR, RunOptions
+from vitgan.training.options import MAX_ROLLBACKS, ROLLBACK_LR_FACTOR, RunOptions, long_cpu_run
 from vitgan.training.report import Report
 from vitgan.training.trainer import NonFiniteError, Trainer
 
@@ -81,7 +82,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     torch.manual_seed(opts.seed + world.rank)  # per-rank streams; the per-sample ones are the Trainer's, shared
     np.random.seed(opts.seed + world.rank)
     random.seed(opts.seed + world.rank)
-    compile = opts.compile if opts.compile is not None else device.type == "cpu" and cfg.kimg >= AUTO_COMPILE_KIMG
+    compile = opts.compile if opts.compile is not None else long_cpu_run(cfg, device.type)
     trainer = Trainer(cfg, data, device, amp, preset=opts.preset, mirror=opts.mirror, compile=compile,
                       seed=opts.seed, world=world, batch_gpu=opts.batch_gpu)
     if resume_state is not None:
@@ -93,23 +94,26 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     rollbacks = 0
 
     main = world.is_main  # only rank 0 writes files and prints
+    # the machine's matrix-product rate, which a run's speed is read against (every rank at once, as they train)
+    gemm = {precision_name(dtype): round(gemm_gflops(device, dtype, n=2048), 1)
+            for dtype in dict.fromkeys([torch.float32, amp or torch.float32])}
     report, run_dir = Report.create(Path(opts.outdir), opts.preset, data.name, world)  # run_dir: for rollback too
     log = report.log
     options = {"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "device": str(device),
                "precision": precision_name(amp), "num_images": len(data),
                "ranks": world.size, "batch_gpu": trainer.batch_gpu, "rounds": trainer.rounds,
-               "compiled": trainer.compiled,
+               "compiled": trainer.compiled, "threads": torch.get_num_threads(), "gemm_gflops_per_s": gemm,
                "G_params": count_parameters(trainer.G), "D_params": count_parameters(trainer.D),
                "torch": torch.__version__, "command": " ".join(sys.argv)}
     report.options(options)
     report.grid(data.batch(torch.arange(min(64, len(data)))), "reals.png")
     grid_z = latents(GRID_SEEDS, cfg.z_dim)
     digit_fid = None
-    if opts.data == "mnist" and main:  # the embedded default gets a per-tick digit FID against all 5,000 digits
-        from vitgan.metrics.digits import DigitFID
+    if opts.data == "mnist":  # the embedded default gets a per-tick digit FID against all 5,000 digits
+        from vitgan.metrics.digits import DigitFID, classify
 
         digit_fid = DigitFID.of(data)
-        digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)
+        digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)[world.rank::world.size]  # each rank its share
     evaluator = None
     if opts.metrics:  # on every rank: each generates and measures its share of the samples
         from vitgan.metrics.evaluate import Evaluator, parse_metrics
@@ -120,6 +124,9 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     log(f"run folder: {run_dir}")
     log(f"preset {opts.preset}, data {opts.data} ({len(data)} images), device {device}, precision "
         f"{options['precision']}, G {options['G_params']:,} params, D {options['D_params']:,} params")
+    log(f"GEMM rate of {'each rank' if world.size > 1 else 'this process'} ({torch.get_num_threads()} thread(s)): "
+        + ", ".join(f"{name} {rate:g} GFLOP/s" for name, rate in gemm.items())
+        + " (what the speed of each machine class is read against: benchmarks/README.md)")
     if world.size > 1 or trainer.rounds > 1:
         log(f"{world.size} rank(s) x {trainer.batch_gpu} images x {trainer.rounds} round(s) = batch {cfg.batch}")
     if trainer.compiled:
@@ -142,6 +149,9 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
                                                                               trainer.tick % opts.metric_every == 0):
             measured = evaluator(trainer.G_ema)  # every rank takes part
         save_now = final or crossed(tick_start_nimg, trainer.cur_nimg, tick_nimg * opts.snap)
+        digits = None
+        if digit_fid is not None and trainer.cur_nimg > tick_start_nimg:  # every rank classifies its share
+            digits = distributed.gather(classify(digit_fid.net, generate(trainer.G_ema, digit_z, batch=250)), world)
         if not main:  # rank 0 writes the state; the others remember where it is, to roll back to it
             last_good = trainer.state_path(run_dir) if save_now and opts.nan_policy == "rollback" else last_good
             sums.clear()
@@ -157,8 +167,8 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
             row.update({key: value / steps for key, value in sums.items()})
             row["g_z_std"] = float(images.std(dim=0).mean())  # G_ema's per-pixel spread across z
             row["d_sigma_max"] = max(largest_singular_values(trainer.D).values())  # D's instability signal
-            if digit_fid is not None:
-                row.update(digit_fid(generate(trainer.G_ema, digit_z, batch=250)))
+            if digits is not None:
+                row.update(digit_fid.score(*(np.concatenate(part) for part in zip(*digits, strict=True))))
             row.update(measured)
             eta = (total_nimg - trainer.cur_nimg) / max(rate, 1e-9)
             if opts.minutes is not None:

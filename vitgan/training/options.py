@@ -7,10 +7,12 @@ its help is the field's, its default written once, here.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from vitgan.config import ConfigError, check_types, option
+from vitgan.config import Config, ConfigError, check_types, option
 from vitgan.metrics.inception import WEIGHTS_NAME
 from vitgan.training.device import resolve_device
 
@@ -51,6 +53,11 @@ class RunOptions:
                                   f"for runs of at least {AUTO_COMPILE_KIMG:g} kimg, where its one to three minutes "
                                   "of compiling pay back (a 2-thread mnist iteration ran 1.53x faster); a run whose "
                                   "compiling fails goes on without it")
+    ranks: int | None = option(None, "on a CPU: local data-parallel processes of one thread each that share every "
+                               "batch (`vitgan train` starts them through torchrun; the same training as one "
+                               "process). By default as many as the cores allow for runs that compile, each "
+                               "rank's share of the batch a multiple of the minibatch-std group; 1: one process "
+                               "with every core")
     batch_gpu: int | None = option(None, "images per device per round; --batch (the total over all ranks) is reached "
                                    "by gradient accumulation when larger (default: --batch / ranks, one round)")
     dist_timeout: float = option(600.0, "under torchrun: seconds a collective waits for a lost rank before the job "
@@ -74,6 +81,8 @@ class RunOptions:
             raise ConfigError(f"minutes: must be a positive number, got {self.minutes}")
         if not 0 <= self.seed < 2**32:  # numpy's seed range
             raise ConfigError(f"seed: must be in [0, 2**32), got {self.seed}")
+        if self.ranks is not None and self.ranks < 1:
+            raise ConfigError(f"ranks: must be positive, got {self.ranks}")
         if self.batch_gpu is not None and self.batch_gpu < 1:
             raise ConfigError(f"batch_gpu: must be positive, got {self.batch_gpu}")
         if not (math.isfinite(self.dist_timeout) and self.dist_timeout > 0):
@@ -85,3 +94,49 @@ class RunOptions:
             from vitgan.metrics.evaluate import parse_metrics
 
             parse_metrics(self.metrics)
+
+
+def long_cpu_run(cfg: Config, device_type: str) -> bool:
+    """A run on the CPU long enough (cfg.kimg >= AUTO_COMPILE_KIMG) for compiling and local ranks to pay back."""
+    return device_type == "cpu" and cfg.kimg >= AUTO_COMPILE_KIMG
+
+
+def available_cores(environ: Mapping[str, str] | None = None) -> int:
+    """The cores this process may use: its CPU affinity, capped by OMP_NUM_THREADS when that is set (a run given one
+    thread, as each of `vitgan ablate`'s, stays one process of one thread)."""
+    environ = os.environ if environ is None else environ
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(cores, int(threads))) if threads.isdigit() else cores
+
+
+def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool) -> int:
+    """How many local data-parallel processes a run starts (1: this process trains alone).
+
+    Each rank's share of the batch must be a whole multiple of the minibatch-std group where D has one, so that the
+    ranks compute exactly what one process does. `--ranks` pins the number; by default a long CPU run takes the
+    most ranks up to `cores` that share its batch so (a 1-thread process of the mnist preset at batch 8 ran 60 img/s
+    where one 2-thread process at 16 ran 98.6; benchmarks/README.md). Under a launcher (torchrun) it is 1.
+    """
+    from vitgan.nn.layers import MBSTD_GROUP
+
+    if launched:
+        return 1
+    device = resolve_device(opts.device).type
+    if device != "cpu":
+        if opts.ranks not in (None, 1):
+            raise ConfigError(f"ranks: local ranks are for CPU training, not {device} (torchrun starts GPU ranks)")
+        return 1
+    group = MBSTD_GROUP if cfg.d_mbstd or cfg.d_arch == "cnn" else 1
+
+    def fits(n: int) -> bool:
+        return cfg.batch % n == 0 and (cfg.batch // n) % group == 0
+
+    if opts.ranks is not None:
+        if not fits(opts.ranks):
+            raise ConfigError(f"ranks: {opts.ranks} ranks cannot share batch {cfg.batch} in whole multiples of "
+                              f"{group} images (the minibatch-std group)")
+        return opts.ranks
+    if opts.batch_gpu is not None or not long_cpu_run(cfg, device):
+        return 1
+    return max(n for n in range(1, cores + 1) if fits(n))
