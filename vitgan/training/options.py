@@ -115,8 +115,8 @@ def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool) ->
 
     Each rank's share of the batch must be a whole multiple of the minibatch-std group where D has one, so that the
     ranks compute exactly what one process does. `--ranks` pins the number; by default a long CPU run takes the
-    most ranks up to `cores` that share its batch so (a 1-thread process of the mnist preset at batch 8 ran 60 img/s
-    where one 2-thread process at 16 ran 98.6; benchmarks/README.md). Under a launcher (torchrun) it is 1.
+    most ranks up to `cores` that share its batch so: small matrices keep one thread per process busier than two
+    threads share them (benchmarks/README.md, "Local ranks"). Under a launcher (torchrun) it is 1.
     """
     from vitgan.nn.layers import MBSTD_GROUP
 
