@@ -1,5 +1,7 @@
-"""Data-parallel training on the CPU with gloo: 2 ranks x B equals 1 process x 2B; torchrun end to end."""
+"""Data-parallel training on the CPU with gloo: 2 ranks x B equals 1 process x 2B; torchrun end to end; the local
+ranks `vitgan train` starts itself."""
 
+import contextlib
 import json
 import os
 import signal
@@ -186,3 +188,31 @@ def test_train_starts_its_local_ranks_and_they_share_the_per_tick_digit_fid(tmp_
     alone = DigitFID.of(load_mnist5k())(generate(G_ema, latents(DIGIT_FID_SEEDS, G_ema.z_dim), batch=250))
     assert row["digit_fid"] == pytest.approx(alone["digit_fid"], rel=1e-6)
     assert row["classes"] == alone["classes"] and row["confident"] == pytest.approx(alone["confident"])
+
+
+def test_local_ranks_end_when_their_launcher_is_killed(tmp_path, digits):
+    """From a command line `vitgan train` becomes torchrun; SIGKILL it (no signal to forward) and its ranks must
+    still end, not train on alone (each arms Linux's parent-death signal)."""
+    job = subprocess.Popen([sys.executable, "-m", "vitgan", "train", "--data", str(digits), "--outdir", str(tmp_path),
+                            *TINY, "--kimg", "1000", "--tick", "0.008", "--d-mbstd", "false", "--ranks", "2", "--no-compile"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob("*/stats.jsonl")) and time.time() < deadline:  # training has started
+            time.sleep(0.5)
+        workers = _children(job.pid)
+        assert len(workers) == 2, workers
+        job.kill()
+        job.wait(timeout=30)
+        deadline = time.time() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.time() < deadline:
+            time.sleep(0.5)
+        alive = [pid for pid in workers if Path(f"/proc/{pid}/stat").exists()
+                 and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+        assert not alive, f"ranks {alive} still run after their launcher was killed"
+    finally:
+        job.kill()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

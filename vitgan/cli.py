@@ -135,6 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
     cores = available_cores()
     ranks = local_ranks(cfg, opts, cores, launched=distributed.launched())
+    if distributed.launched() and os.environ.get(LOCAL_RANK_MARK):
+        die_with_parent()
     if args.dry_run:  # everything a run checks before it starts, the data included, then stop
         data = open_data(cfg, opts)
         print(json.dumps({"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "local_ranks": ranks,
@@ -148,13 +150,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+LOCAL_RANK_MARK = "VITGAN_LOCAL_RANKS"  # set for the ranks `vitgan train` starts itself
+
+
+def die_with_parent() -> None:
+    """Make this process end (SIGTERM) when its parent does, even by SIGKILL (Linux's parent-death signal): a local
+    rank whose launcher was killed must not train on alone. Its last training state stays the one written."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent was already gone before the signal was armed
+        raise SystemExit(1)
+
+
 def launch_local_ranks(ranks: int, threads: int, argv: list[str], *, replace: bool) -> int:
     """`vitgan train ARGV` again as `ranks` local processes of `threads` threads under torchrun (which gives each its
     rank and stops them all when one fails). From a command line this process becomes torchrun (exec), so that
     signals (Ctrl-C, a scheduler's SIGTERM) reach it; from Python it waits for it."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
                "-m", "vitgan", "train", *argv]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), LOCAL_RANK_MARK: "1"}
     print(f"vitgan: training as {ranks} local ranks of {threads} thread(s) each (--ranks 1: one process)",
           flush=True)
     if replace:
