@@ -194,7 +194,8 @@ def test_local_ranks_end_when_their_launcher_is_killed(tmp_path, digits):
     """From a command line `vitgan train` becomes torchrun; SIGKILL it (no signal to forward) and its ranks must
     still end, not train on alone (each arms Linux's parent-death signal)."""
     job = subprocess.Popen([sys.executable, "-m", "vitgan", "train", "--data", str(digits), "--outdir", str(tmp_path),
-                            *TINY, "--kimg", "1000", "--tick", "0.008", "--d-mbstd", "false", "--ranks", "2", "--no-compile"],
+                            *TINY, "--kimg", "1000", "--tick", "0.008", "--d-mbstd", "false", "--ranks", "2",
+                            "--no-compile"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     workers: list[int] = []
     try:
