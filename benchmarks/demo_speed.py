@@ -1,6 +1,6 @@
 """The default CPU demo's training speed, now against an earlier commit, on this machine in one run.
 
-    python benchmarks/demo_speed.py [--baseline e0c3a23] [--minutes 4]
+    python benchmarks/demo_speed.py [--baseline e0c3a23] [--minutes 4] [--also '--ranks 1']
 
 Each version runs `vitgan train --minutes M` exactly as a new user would (the `mnist` preset on the bundled digits,
 its own defaults: threads, precision, compiling, OpenMP and malloc settings), from a checkout of the baseline commit
@@ -26,11 +26,11 @@ RESULTS = ROOT / "benchmarks" / "results" / "demo_speed.jsonl"
 TICK_KIMG = 2.0
 
 
-def run(tree: Path, minutes: float, outdir: Path) -> dict:
+def run(tree: Path, minutes: float, outdir: Path, extra: list[str]) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GLIBC_TUNABLES")}
     env["PYTHONPATH"] = str(tree)
     subprocess.run([sys.executable, "-m", "vitgan", "train", "--minutes", str(minutes), "--tick", str(TICK_KIMG),
-                    "--outdir", str(outdir)], cwd=tree, env=env, check=True, capture_output=True, text=True)
+                    "--outdir", str(outdir), *extra], cwd=tree, env=env, check=True, capture_output=True, text=True)
     folder = sorted(p for p in outdir.iterdir() if p.is_dir())[-1]
     rows = [json.loads(line) for line in (folder / "stats.jsonl").read_text().splitlines() if line.strip()]
     first, last = rows[0], rows[-1]
@@ -46,6 +46,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", default="e0c3a23")
     parser.add_argument("--minutes", type=float, default=4.0)
+    parser.add_argument("--also", action="append", default=[], metavar="ARGS",
+                        help="run this tree once more with these train arguments, e.g. --also '--ranks 1' (repeatable)")
     args = parser.parse_args()
     import torch
 
@@ -62,8 +64,10 @@ def main() -> int:
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), args.baseline], cwd=ROOT, check=True)
         try:
             rows = []
-            for name, tree in ((f"baseline {args.baseline}", base), (f"this tree (HEAD {head})", ROOT)):
-                row = {"version": name, **run(tree, args.minutes, Path(tmp) / f"runs-{len(rows)}"), **machine,
+            versions = [(f"baseline {args.baseline}", base, []), (f"this tree (HEAD {head})", ROOT, [])]
+            versions += [(f"this tree (HEAD {head}) {also}", ROOT, also.split()) for also in args.also]
+            for name, tree, extra in versions:
+                row = {"version": name, **run(tree, args.minutes, Path(tmp) / f"runs-{len(rows)}", extra), **machine,
                        "date": time.strftime("%Y-%m-%d")}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
