@@ -53,11 +53,11 @@ class RunOptions:
                                   f"for runs of at least {AUTO_COMPILE_KIMG:g} kimg, where its one to three minutes "
                                   "of compiling pay back (a 2-thread mnist iteration ran 1.53x faster); a run whose "
                                   "compiling fails goes on without it")
-    ranks: int | None = option(None, "on a CPU: local data-parallel processes of one thread each that share every "
-                               "batch (`vitgan train` starts them through torchrun; the same training as one "
-                               "process). By default as many as the cores allow for runs that compile, each "
-                               "rank's share of the batch a multiple of the minibatch-std group; 1: one process "
-                               "with every core")
+    ranks: int | None = option(None, "on a CPU: local data-parallel processes that share every batch, the cores "
+                               "split between them (`vitgan train` starts them through torchrun; the same training "
+                               f"as one process). By default, for runs of at least {AUTO_COMPILE_KIMG:g} kimg, as "
+                               "many as the cores allow with each rank's share of the batch a multiple of the "
+                               "minibatch-std group; 1: one process with every core")
     batch_gpu: int | None = option(None, "images per device per round; --batch (the total over all ranks) is reached "
                                    "by gradient accumulation when larger (default: --batch / ranks, one round)")
     dist_timeout: float = option(600.0, "under torchrun: seconds a collective waits for a lost rank before the job "
@@ -116,7 +116,7 @@ def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool) ->
     Each rank's share of the batch must be a whole multiple of the minibatch-std group where D has one, so that the
     ranks compute exactly what one process does. `--ranks` pins the number; by default a long CPU run takes the
     most ranks up to `cores` that share its batch so: small matrices keep one thread per process busier than two
-    threads share them (benchmarks/README.md, "Local ranks"). Under a launcher (torchrun) it is 1.
+    threads share them (benchmarks/README.md, "The default demo's speed"). Under a launcher (torchrun) it is 1.
     """
     from vitgan.nn.layers import MBSTD_GROUP
 

@@ -108,7 +108,7 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         betas = (cfg.beta1, cfg.beta2)
         # fused: one kernel per parameter tensor, on the CPU too (the default there updates each tensor with about
-        # a dozen separate operations, a tenth of a small preset's step)
+        # a dozen separate operations, a visible share of a small preset's step)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=betas, fused=True)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr, betas=betas, fused=True)
         # fp16 autocast: one gradient scaler per optimiser (disabled otherwise, where each call is a no-op)
