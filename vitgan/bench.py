@@ -77,9 +77,11 @@ def time_ms(fn: Callable[[], object], device: torch.device, *, warmup: int = 2, 
 
 
 def gemm_gflops(device: torch.device, dtype: torch.dtype, n: int = 4096) -> float:
-    """The rate of one large square matrix product (2 n^3 FLOPs) in `dtype`."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
+    """The rate of one large square matrix product (2 n^3 FLOPs) in `dtype`. Its operands come from a generator of
+    its own: a run that measures it at start (a resumed one too) leaves the global random state untouched."""
+    generator = torch.Generator(device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=generator).to(dtype)
+    b = torch.randn(n, n, device=device, generator=generator).to(dtype)
     return 2 * n**3 / time_ms(lambda: a @ b, device, warmup=1, repeats=3) / 1e6
 
 
