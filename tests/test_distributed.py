@@ -131,16 +131,22 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def _training_ranks(job: subprocess.Popen, outdir: Path) -> list[int]:
+    """The 2 worker processes of a torchrun `job`, once training has started (its first stats row is written)."""
+    deadline = time.time() + 120
+    while not list(outdir.glob("*/stats.jsonl")) and time.time() < deadline:
+        time.sleep(0.5)
+    workers = _children(job.pid)
+    assert len(workers) == 2, workers
+    return workers
+
+
 def test_a_dead_rank_ends_the_job_with_an_error(tmp_path, digits):
     job = subprocess.Popen(_torchrun("train", "--data", str(digits), "--outdir", str(tmp_path), *TINY, "--kimg",
                                      "1000", "--tick", "0.008", "--d-mbstd", "false", "--dist-timeout", "20"),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
-        deadline = time.time() + 120
-        while not list(tmp_path.glob("*/stats.jsonl")) and time.time() < deadline:  # training has started
-            time.sleep(0.5)
-        workers = _children(job.pid)
-        assert len(workers) == 2, workers
+        workers = _training_ranks(job, tmp_path)
         os.kill(workers[-1], signal.SIGKILL)
         killed = time.time()
         _, err = job.communicate(timeout=90)
@@ -199,11 +205,7 @@ def test_local_ranks_end_when_their_launcher_is_killed(tmp_path, digits):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     workers: list[int] = []
     try:
-        deadline = time.time() + 120
-        while not list(tmp_path.glob("*/stats.jsonl")) and time.time() < deadline:  # training has started
-            time.sleep(0.5)
-        workers = _children(job.pid)
-        assert len(workers) == 2, workers
+        workers = _training_ranks(job, tmp_path)
         job.kill()
         job.wait(timeout=30)
         deadline = time.time() + 30
