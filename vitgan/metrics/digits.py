@@ -77,9 +77,9 @@ class DigitFID:
         self.mu, self.sigma = feature_statistics(classify(self.net, reference)[0])
 
     @classmethod
-    def of(cls, data: ImageData) -> DigitFID:
+    def of(cls, data: ImageData, net: DigitClassifier | None = None) -> DigitFID:
         """Against every image of a dataset (the bundled digits, or any 1x32x32 set)."""
-        return cls(data.batch(torch.arange(len(data))))
+        return cls(data.batch(torch.arange(len(data))), net)
 
     def __call__(self, images: torch.Tensor) -> dict[str, float]:
         return self.score(*classify(self.net, images))

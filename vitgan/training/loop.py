@@ -108,11 +108,12 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     report.options(options)
     report.grid(data.batch(torch.arange(min(64, len(data)))), "reals.png")
     grid_z = latents(GRID_SEEDS, cfg.z_dim)
-    digit_fid = None
+    digit_net = digit_fid = None
     if opts.data == "mnist":  # the embedded default gets a per-tick digit FID against all 5,000 digits
-        from vitgan.metrics.digits import DigitFID, classify
+        from vitgan.metrics.digits import DigitFID, classify, load_classifier
 
-        digit_fid = DigitFID.of(data)
+        digit_net = load_classifier()  # every rank classifies its share of the samples; rank 0 scores them all
+        digit_fid = DigitFID.of(data, digit_net) if main else None
         digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)[world.rank::world.size]  # each rank its share
     evaluator = None
     if opts.metrics:  # on every rank: each generates and measures its share of the samples
@@ -150,8 +151,8 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
             measured = evaluator(trainer.G_ema)  # every rank takes part
         save_now = final or crossed(tick_start_nimg, trainer.cur_nimg, tick_nimg * opts.snap)
         digits = None
-        if digit_fid is not None and trainer.cur_nimg > tick_start_nimg:  # every rank classifies its share
-            digits = distributed.gather(classify(digit_fid.net, generate(trainer.G_ema, digit_z, batch=250)), world)
+        if digit_net is not None and trainer.cur_nimg > tick_start_nimg:  # every rank classifies its share
+            digits = distributed.gather(classify(digit_net, generate(trainer.G_ema, digit_z, batch=250)), world)
         if not main:  # rank 0 writes the state; the others remember where it is, to roll back to it
             last_good = trainer.state_path(run_dir) if save_now and opts.nan_policy == "rollback" else last_good
             sums.clear()

@@ -91,7 +91,7 @@ class ViTGANLoss:
         # what the main phases call: torch.compile'd forms, if any (no `or`: a compiled module has no truth value)
         self.G_run = G if G_run is None else G_run
         self.D_run = D if D_run is None else D_run
-        self.R1_run = R1_run or functools.partial(r1_penalty, D)  # E||grad_x D(x)||^2 of images
+        self.R1_run = functools.partial(r1_penalty, D) if R1_run is None else R1_run  # E||grad_x D(x)||^2
         self.transform = transform or self.bcr_transform
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
