@@ -69,6 +69,7 @@ def test_d_loss_takes_reals_and_fakes_in_their_places_both_augmented():
     assert total.item() == pytest.approx(expected, rel=1e-6)
     assert stats["logits_real"].item() == pytest.approx(sum(real_logits) / 3, rel=1e-6)
     assert stats["logits_fake"].item() == pytest.approx(sum(fake_logits) / 3, rel=1e-6)
+    assert stats["real_sign"].item() == pytest.approx(sum(math.copysign(1, v) for v in real_logits) / 3)  # ADA's r
     assert set(terms) == set(D_TERMS) and terms["r1"].item() == terms["bcr_real"].item() == 0
 
 

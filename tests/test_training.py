@@ -270,6 +270,38 @@ def test_gradient_clipping_bounds_the_step_and_logs_the_norm_before_it():
                                    rtol=1e-4, atol=0)
 
 
+def test_ada_moves_the_probability_by_its_rule():
+    """ADA: p <- clip(p + sign(r - target) x images / (ada_kimg x 1000), 0, 1), r = E[sign(D(augmented real))]."""
+    from vitgan.training.trainer import ada_adjust
+
+    cfg = vitgan.presets.get("mnist", ada_target=0.6, ada_kimg=1.0)
+    moves = [ada_adjust(cfg, 0.5, r, 64) for r in (0.9, 0.1, 0.6, 0.61)]
+    assert moves == pytest.approx([0.564, 0.436, 0.5, 0.564])
+    assert ada_adjust(cfg, 0.01, -1.0, 64) == 0.0 and ada_adjust(cfg, 0.99, 1.0, 64) == 1.0
+
+
+def test_ada_adjusts_every_four_d_steps_and_resumes_where_it_was():
+    """With ada_target > 0 the Trainer moves the augmentation probability after every 4 D steps, by the rule, from
+    the mean r of those steps; the training state keeps p and the r's collected since, and a resumed run goes on
+    from them. Without ADA, p is the run's augment_p whatever the state holds."""
+    trainer = _tiny_trainer(ada_target=0.6, ada_kimg=0.16, augment="translation", augment_p=0.5)  # a move is 0.1
+    signs, ps = [], []
+    for _ in range(6):
+        stats = trainer.step()
+        signs.append(stats["real_sign"])
+        ps.append(stats["augment_p"])
+    r = sum(signs[:4]) / 4  # batch 4: r is a multiple of 1/8, never 0.6
+    assert ps[:3] == [0.5] * 3 and ps[3] == ps[4] == ps[5] == pytest.approx(0.5 + (0.1 if r > 0.6 else -0.1))
+    assert trainer.loss.augment_p == ps[5] and len(trainer.ada_r) == 2
+    state = copy.deepcopy(trainer.state())
+    resumed = _tiny_trainer(ada_target=0.6, ada_kimg=0.16, augment="translation", augment_p=0.5)
+    resumed.load_state(state)
+    assert resumed.loss.augment_p == ps[5] and resumed.ada_r == trainer.ada_r
+    fixed = _tiny_trainer(augment="translation", augment_p=0.3)
+    fixed.load_state(state)
+    assert fixed.loss.augment_p == 0.3 and fixed.step()["augment_p"] == 0.3
+
+
 def test_precision_names():
     """fp16 is float16 autocast; auto is bf16 where the hardware has bf16 matrix units, else fp16 on CUDA only."""
     from vitgan.training.device import auto_precision, precision_name, resolve_precision

@@ -72,6 +72,11 @@ RECIPES = [
             "both learning rates doubled (the authors' code: 1e-3 at batch 64, 2e-3 at batch 32)"),
     Variant("paper-lr", {"g_lr": "2e-3", "d_lr": "2e-3"}, "compare", "the paper's learning rate 0.002 (at batch 128)"),
     Variant("qk-norm", {"d_qk_norm": "true"}, "compare", "a LayerNorm on D's per-head queries and keys (QK-norm)"),
+    Variant("no-augment", {"augment": ""}, "compare", "no DiffAugment: D sees every image as it is"),
+    Variant("augment-shift", {"augment": "translation", "augment_fill": "edge"}, "compare",
+            "DiffAugment's translation alone, filled from the edge (on digits: black, as the background)"),
+    Variant("ada", {"ada_target": "0.6", "augment_p": "0"}, "compare",
+            "adaptive augmentation (ADA): p starts at 0 and rises only while D's sign on reals exceeds 0.6"),
 ]
 
 GROUPS = {"paper": PAPER, "recipe": RECIPES}

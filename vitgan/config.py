@@ -105,6 +105,11 @@ class Config:
                           f"probability. Ops: {', '.join(AUGMENT_OPS)} (color = brightness, saturation and contrast "
                           "as one op)")
     augment_p: float = option(0.8, "probability of each augmentation op without its own, per sample")
+    ada_target: float = option(0.0, "adaptive augmentation (ADA, Karras et al. 2020): the target of r = E[sign(D("
+                               "augmented real))]; every 4 D steps the probability of the ops without their own "
+                               "moves up if r is above it, down if below (0 = off: fixed at augment_p; ADA: 0.6)")
+    ada_kimg: float = option(100.0, "ADA: the probability moves by at most 1 per this many kimg (ADA: 500); it "
+                             "starts at augment_p")
     augment_fill: Literal["zero", "reflect", "edge"] = option("zero", "what translation and scale bring in and "
                                                               "cutout erases with: 0, the mirror image, or the edge "
                                                               "pixels (cutout: the border's mean)")
@@ -152,6 +157,7 @@ class Config:
         need(self.beta1 < 1, "beta1", "must be below 1")
         need(self.beta2 < 1, "beta2", "must be below 1")
         need(self.augment_p <= 1, "augment_p", "must be a probability in [0, 1]")
+        need(self.ada_target < 1, "ada_target", "must be below 1 (r, a mean of signs, cannot exceed 1)")
         need(self.bcr_shift < 1, "bcr_shift", "must be a fraction of the image below 1")
         try:
             parse_policy(self.augment)
@@ -222,8 +228,8 @@ def parse_policy(policy: str) -> list[tuple[str, float | None]]:
     return ops
 
 
-_MAY_BE_ZERO = {"beta1", "grad_clip", "augment_p", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma", "lr_warmup_kimg",
-                "ema_kimg", "ema_rampup"}
+_MAY_BE_ZERO = {"beta1", "grad_clip", "augment_p", "ada_target", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma",
+                "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
 
 
 def non_none(hint: Any) -> Any:

@@ -35,8 +35,8 @@ DIGIT_FID_SEEDS = range(1_000_000, 1_001_000)  # 1,000 fixed latents for the per
 
 # Fields that may differ when resuming: the schedule and the regularisation weights, not the networks.
 RESUMABLE_FIELDS = {"kimg", "batch", "g_lr", "d_lr", "d_steps_per_g", "grad_clip", "augment", "augment_p",
-                    "augment_fill", "bcr_real", "bcr_fake", "bcr_mode", "bcr_shift", "r1_gamma", "r1_interval",
-                    "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
+                    "ada_target", "ada_kimg", "augment_fill", "bcr_real", "bcr_fake", "bcr_mode", "bcr_shift",
+                    "r1_gamma", "r1_interval", "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
 
 
 def crossed(before: int, after: int, interval: int) -> bool:

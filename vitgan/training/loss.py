@@ -93,11 +93,11 @@ class ViTGANLoss:
         self.D_run = D if D_run is None else D_run
         self.R1_run = functools.partial(r1_penalty, D) if R1_run is None else R1_run  # E||grad_x D(x)||^2
         self.transform = transform or self.bcr_transform
+        self.augment_p = cfg.augment_p  # the probability of the policy's ops without their own (ADA moves it)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """DiffAugment of one round's images, with the Config's policy, probability and fill."""
-        cfg = self.cfg
-        return diff_augment(x, cfg.augment, cfg.augment_p, self.draws(), fill=cfg.augment_fill)
+        """DiffAugment of one round's images, with the Config's policy and fill and the probability `augment_p`."""
+        return diff_augment(x, self.cfg.augment, self.augment_p, self.draws(), fill=self.cfg.augment_fill)
 
     def bcr_transform(self, plain: torch.Tensor, augmented: torch.Tensor) -> torch.Tensor:
         """bCR's T: `shift` translates D's augmented input (by up to bcr_shift of the image); `diffaug` is an
@@ -147,7 +147,7 @@ class ViTGANLoss:
     def _d_main(self, reals: torch.Tensor, z: torch.Tensor, terms: dict[str, torch.Tensor]
                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """D's logistic loss and bCR terms (written into `terms`): (their total, the augmented reals, D's mean
-        logits)."""
+        logits and the mean sign of its real logits, ADA's overfitting measure r)."""
         cfg = self.cfg
         with torch.no_grad(), self.autocast():
             fakes = self.G_run(z).float()
@@ -163,4 +163,5 @@ class ViTGANLoss:
             for (name, weight, i), transformed in zip(weighted, logits[2:], strict=True):
                 terms[name] = weight * consistency_penalty(logits[i], transformed)
                 bcr = bcr + terms[name]
-        return terms["loss_d"] + bcr, real_aug, {"logits_real": logits[0].mean(), "logits_fake": logits[1].mean()}
+        stats = {"logits_real": logits[0].mean(), "logits_fake": logits[1].mean(), "real_sign": logits[0].sign().mean()}
+        return terms["loss_d"] + bcr, real_aug, stats

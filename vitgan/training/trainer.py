@@ -65,6 +65,16 @@ def lr_warmup(cfg: Config, cur_nimg: int) -> float:
     return min(1.0, (cur_nimg + images_per_step(cfg)) / (cfg.lr_warmup_kimg * 1000))
 
 
+ADA_INTERVAL = 4  # D steps between two adjustments of the adaptive augmentation probability (ADA's value)
+
+
+def ada_adjust(cfg: Config, p: float, r: float, images: int) -> float:
+    """ADA's update (Karras et al. 2020): p + sign(r - ada_target) * images / (ada_kimg * 1000), kept in [0, 1];
+    r is the mean of sign(D(augmented real)) over the `images` reals since the last adjustment."""
+    direction = (r > cfg.ada_target) - (r < cfg.ada_target)
+    return min(max(p + direction * images / (cfg.ada_kimg * 1000), 0.0), 1.0)
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """ema <- beta * ema + (1 - beta) * model for parameters; buffers (w_avg) are copied."""
@@ -119,6 +129,7 @@ class Trainer:
         self.cur_nimg = 0
         self.tick = 0
         self.d_steps = 0
+        self.ada_r: list[float] = []  # ADA: r of each D step since its last adjustment
         self.rng = torch.Generator().manual_seed(seed)  # the per-sample randomness, the same on every rank
         self.order = torch.randperm(len(data), generator=self.rng)
         self.position = 0
@@ -216,6 +227,7 @@ class Trainer:
         for _ in range(cfg.d_steps_per_g):
             stats_d, norms_d = self._optimise(self.d_phase(), self.opt_d, self.scaler_d, "d")
             self.d_steps += 1
+            self._adapt(stats_d)
             for key, value in stats_d.items():
                 sums[key] = sums.get(key, 0.0) + value / cfg.d_steps_per_g
         stats_d = sums
@@ -228,7 +240,19 @@ class Trainer:
         distributed.average_buffers(self.G, self.world)  # w_avg, tracked by each rank from its own latents
         self.cur_nimg += images_per_step(cfg)
         update_ema(self.G_ema, self.G, ema_beta(cfg, self.cur_nimg))
-        return {**stats_d, **stats_g, "grad_d": float(norms_d["grad_d"]), "grad_g": float(norms_g["grad_g"])}
+        return {**stats_d, **stats_g, "grad_d": float(norms_d["grad_d"]), "grad_g": float(norms_g["grad_g"]),
+                "augment_p": self.loss.augment_p}
+
+    def _adapt(self, stats_d: dict[str, float]) -> None:
+        """ADA (ada_target > 0): collect r = E[sign(D(augmented real))] of this D step (the mean over every rank's
+        reals, so all ranks move p alike) and every ADA_INTERVAL D steps move the augmentation probability."""
+        if self.cfg.ada_target <= 0 or "real_sign" not in stats_d:
+            return
+        self.ada_r.append(stats_d["real_sign"])
+        if len(self.ada_r) == ADA_INTERVAL:
+            r = sum(self.ada_r) / len(self.ada_r)
+            self.loss.augment_p = ada_adjust(self.cfg, self.loss.augment_p, r, self.cfg.batch * len(self.ada_r))
+            self.ada_r = []
 
     # --- checkpoints ---
     def state(self) -> dict[str, Any]:
@@ -241,7 +265,7 @@ class Trainer:
             "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),  # {} without fp16
             "cur_nimg": self.cur_nimg, "tick": self.tick, "d_steps": self.d_steps,
             "data": {"order": self.order, "position": self.position},
-            "augment": {"policy": self.cfg.augment, "p": self.cfg.augment_p},
+            "augment": {"policy": self.cfg.augment, "p": self.loss.augment_p, "ada_r": list(self.ada_r)},
             "rng": checkpoint.rng_state(),
             "sample_rng": self.rng.get_state(),
         }
@@ -262,6 +286,9 @@ class Trainer:
                               f"{len(self.data)}")
         checkpoint.set_rng_state(state["rng"])
         self.rng.set_state(state["sample_rng"])
+        if self.cfg.ada_target > 0:  # ADA's probability where it had moved to (without ADA: this run's augment_p)
+            self.loss.augment_p = float(state["augment"]["p"])
+            self.ada_r = [float(r) for r in state["augment"].get("ada_r", [])]
 
     def state_path(self, run_dir: Path) -> Path:
         return run_dir / f"training-state-{self.cur_nimg:09d}.pt"
