@@ -60,7 +60,7 @@ def probe(name: str, preset: str, batch: int, steps: int, device: torch.device) 
         row["failed"] = {"step": error.step, "term": error.term, "message": str(error),
                          "G": non_finite(trainer.G), "D": non_finite(trainer.D)}
         try:
-            with torch.no_grad(), trainer._autocast():
+            with torch.no_grad(), trainer.autocast():
                 fakes = trainer.G(torch.randn(8, cfg.z_dim, device=device))
                 row["failed"]["fakes_finite"] = bool(torch.isfinite(fakes).all())
                 row["failed"]["logits_finite"] = bool(torch.isfinite(trainer.D(fakes.float())).all())

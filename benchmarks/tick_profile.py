@@ -6,9 +6,11 @@ Builds the Trainer as `vitgan train` does for the `mnist` preset on the bundled 
 unless --no-compile), runs warm-up steps until every kind of step has run twice (the compiled ones are compiled
 then), and times `--steps` steps one by one, by kind: a plain D step (Dmain) or one with lazy R1 (Dboth), each with
 the G step that follows. Then it times each piece of the per-tick work (sample grid, per-tick digit FID on 1,000
-samples, D's singular values, the status line with its stats row and plots and the grid files) and reads both as
-shares of a tick of `--tick` kimg. One JSON line is appended to benchmarks/results/tick_profile.jsonl, with the
-machine's fp32 and bf16 GEMM rates. Run it on an otherwise idle machine.
+samples, both generated in the run's precision as the loop does; D's singular values; the status line with its
+stats row and plots and the grid files) and reads both as shares of a tick of `--tick` kimg; the digit FID is timed
+once more from fp32 samples (as before 2026-11-27) for comparison. One JSON line is appended to
+benchmarks/results/tick_profile.jsonl, with the machine's fp32 and bf16 GEMM rates. Run it on an otherwise idle
+machine.
 """
 
 from __future__ import annotations
@@ -80,9 +82,10 @@ def main() -> int:
     digit_fid = DigitFID.of(data)
     grid_z, digit_z = latents(GRID_SEEDS, cfg.z_dim), latents(DIGIT_FID_SEEDS, cfg.z_dim)
     work: dict[str, float] = {}
-    images = generate(trainer.G_ema, grid_z)
-    work["grid_generate_s"] = seconds(lambda: generate(trainer.G_ema, grid_z))
-    work["digit_fid_s"] = seconds(lambda: digit_fid(generate(trainer.G_ema, digit_z, batch=250)))
+    images = trainer.samples(grid_z)  # as the loop: in the run's precision
+    work["grid_generate_s"] = seconds(lambda: trainer.samples(grid_z))
+    work["digit_fid_s"] = seconds(lambda: digit_fid(trainer.samples(digit_z)))
+    fp32_digit_fid_s = seconds(lambda: digit_fid(generate(trainer.G_ema, digit_z, batch=250)))  # before 2026-11-27
     work["singular_values_s"] = seconds(lambda: largest_singular_values(trainer.D))
     with tempfile.TemporaryDirectory() as tmp:
         report = Report(Path(tmp))
@@ -105,7 +108,7 @@ def main() -> int:
         "r1_share_of_steps": round(r1_share * (mean.get("Dboth", 0.0) - mean["Dmain"]) / (steps_s / tick_steps), 3),
         "steps_images_per_s": round(images_per_step(cfg) * tick_steps / steps_s, 1),
         "plain_step_images_per_s": round(images_per_step(cfg) / mean["Dmain"], 1),
-        **{k: round(v, 3) for k, v in work.items()},
+        **{k: round(v, 3) for k, v in work.items()}, "digit_fid_fp32_samples_s": round(fp32_digit_fid_s, 3),
         "tick_kimg": args.tick, "per_tick_share": round(per_tick_s / tick_s, 3),
         "tick_images_per_s": round(args.tick * 1000 / tick_s, 1),
         "gemm_fp32_gflops_per_s": round(gemm_gflops(cpu, torch.float32), 1),

@@ -119,6 +119,22 @@ def test_minibatch_std_feature():
     torch.testing.assert_close(MinibatchStd(group_size=4)(x)[5, 2, 0, 0], expected)
 
 
+@pytest.mark.parametrize("arch", ["vit", "cnn"])
+def test_minibatch_std_group_size_sets_which_samples_a_logit_depends_on(arch):
+    """d_mbstd_group=G: a sample's logit depends on the other samples of its group of G consecutive ones only."""
+    cfg = presets.get("mnist", d_arch=arch)
+    images = torch.randn(16, 1, 32, 32)
+    changed = images.clone()
+    changed[15] = torch.randn(1, 32, 32)  # the last sample only
+    for group, depends in ((4, False), (16, True)):
+        torch.manual_seed(0)
+        d = build_discriminator(cfg.replace(d_mbstd_group=group)).eval()
+        with torch.no_grad():
+            before, after = d(images), d(changed)
+        assert not torch.equal(before[15], after[15])
+        assert torch.equal(before[:12], after[:12]) != depends  # samples 0-11 share no group of 4 with sample 15
+
+
 def test_minibatch_std_segments_equal_separate_batches():
     """segments=S groups each of the S consecutive sub-batches alone: the same as S separate calls (and not the
     grouping of the whole batch, which would mix reals with fakes)."""

@@ -125,7 +125,7 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
     cycle = cfg.r1_interval if cfg.r1_gamma > 0 else 1  # one lazy-R1 iteration in every cycle
     cycle_ms = time_ms(lambda: [trainer.step() for _ in range(cycle)], device, warmup=1,
                        repeats=max(3, repeats // cycle)) / cycle
-    autocast = trainer._autocast
+    autocast = trainer.autocast
     x = torch.rand(cfg.batch, cfg.channels, cfg.resolution, cfg.resolution, device=device) * 2 - 1
     z = torch.randn(cfg.batch, cfg.z_dim, device=device)
     vit = StandardViT(cfg).to(device).train()

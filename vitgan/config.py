@@ -87,6 +87,8 @@ class Config:
                                               "layer, or a 2-layer MLP (the authors' D head)")
     d_mbstd: bool = option(False, "ViT D: append the minibatch standard deviation of the class token to the head's "
                            "input")
+    d_mbstd_group: int = option(4, "minibatch-std group size (ViT D with d_mbstd, and CNN D): the standard deviation "
+                                "is over this many consecutive samples; must divide the batch (StyleGAN2: 4)")
     d_cnn_base: int = option(16384, "CNN D: channels at resolution r are min(d_cnn_max, d_cnn_base // r)")
     d_cnn_max: int = option(512, "CNN D: the most channels of a layer")
 
@@ -157,6 +159,8 @@ class Config:
         need(self.beta1 < 1, "beta1", "must be below 1")
         need(self.beta2 < 1, "beta2", "must be below 1")
         need(self.augment_p <= 1, "augment_p", "must be a probability in [0, 1]")
+        if self.d_mbstd or self.d_arch == "cnn":
+            need(self.batch % self.d_mbstd_group == 0, "d_mbstd_group", f"must divide batch={self.batch}")
         need(self.ada_target < 1, "ada_target", "must be below 1 (r, a mean of signs, cannot exceed 1)")
         need(self.bcr_shift < 1, "bcr_shift", "must be a fraction of the image below 1")
         try:

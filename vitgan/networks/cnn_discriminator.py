@@ -50,7 +50,7 @@ class CNNDiscriminator(nn.Module):
         self.from_rgb = nn.Conv2d(cfg.channels, ch(cfg.resolution), 1)
         resolutions = [cfg.resolution // 2**i for i in range(int(math.log2(cfg.resolution)) - 1)]  # R, R/2, ..., 4
         self.blocks = nn.ModuleList(ResidualBlock(ch(r), ch(r // 2)) for r in resolutions[:-1])
-        self.mbstd = MinibatchStd()
+        self.mbstd = MinibatchStd(cfg.d_mbstd_group)
         self.conv = nn.Conv2d(ch(4) + 1, ch(4), 3, padding=1)
         self.fc = nn.Linear(ch(4) * 16, ch(4))
         self.out = nn.Linear(ch(4), 1)

@@ -64,7 +64,7 @@ class Discriminator(nn.Module):
             for _ in range(cfg.d_depth)
         )
         self.norm = nn.LayerNorm(cfg.d_dim)
-        self.mbstd = MinibatchStd() if cfg.d_mbstd else None
+        self.mbstd = MinibatchStd(cfg.d_mbstd_group) if cfg.d_mbstd else None
         features = cfg.d_dim + int(cfg.d_mbstd)
         if cfg.d_head == "mlp":  # as the authors' D head: minibatch std, then an MLP that can amplify it
             self.head = nn.Sequential(linear(features, cfg.d_dim), nn.LeakyReLU(0.2), linear(cfg.d_dim, 1))

@@ -23,7 +23,7 @@ from vitgan.config import Config, ConfigError
 from vitgan.data import ImageData, load
 from vitgan.networks import count_parameters
 from vitgan.nn.spectral import largest_singular_values
-from vitgan.sampling import generate, latents
+from vitgan.sampling import latents
 from vitgan.training import checkpoint, distributed
 from vitgan.training.device import precision_name, resolve_device, resolve_precision
 from vitgan.training.options import MAX_ROLLBACKS, ROLLBACK_LR_FACTOR, RunOptions, long_cpu_run
@@ -152,7 +152,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
         save_now = final or crossed(tick_start_nimg, trainer.cur_nimg, tick_nimg * opts.snap)
         digits = None
         if digit_net is not None and trainer.cur_nimg > tick_start_nimg:  # every rank classifies its share
-            digits = distributed.gather(classify(digit_net, generate(trainer.G_ema, digit_z, batch=250)), world)
+            digits = distributed.gather(classify(digit_net, trainer.samples(digit_z)), world)
         if not main:  # rank 0 writes the state; the others remember where it is, to roll back to it
             last_good = trainer.state_path(run_dir) if save_now and opts.nan_policy == "rollback" else last_good
             sums.clear()
@@ -160,7 +160,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
             return
         steps = max(sums.pop("steps", 0), 1)
         row: dict[str, float] = {"tick": trainer.tick, "kimg": trainer.cur_nimg / 1000, "time": now - start_time}
-        images = generate(trainer.G_ema, grid_z)
+        images = trainer.samples(grid_z)
         if trainer.cur_nimg > tick_start_nimg:
             rate = (trainer.cur_nimg - start_nimg) / max(now - start_time, 1e-9)
             row["sec_per_kimg"] = (now - tick_start_time) / ((trainer.cur_nimg - tick_start_nimg) / 1000)

@@ -118,8 +118,6 @@ def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool) ->
     most ranks up to `cores` that share its batch so: small matrices keep one thread per process busier than two
     threads share them (benchmarks/README.md, "The default demo's speed"). Under a launcher (torchrun) it is 1.
     """
-    from vitgan.nn.layers import MBSTD_GROUP
-
     if launched:
         return 1
     device = resolve_device(opts.device).type
@@ -127,7 +125,7 @@ def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool) ->
         if opts.ranks not in (None, 1):
             raise ConfigError(f"ranks: local ranks are for CPU training, not {device} (torchrun starts GPU ranks)")
         return 1
-    group = MBSTD_GROUP if cfg.d_mbstd or cfg.d_arch == "cnn" else 1
+    group = cfg.d_mbstd_group if cfg.d_mbstd or cfg.d_arch == "cnn" else 1
 
     def fits(n: int) -> bool:
         return cfg.batch % n == 0 and (cfg.batch // n) % group == 0

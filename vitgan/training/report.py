@@ -18,8 +18,9 @@ from vitgan.training import distributed
 from vitgan.training.distributed import World
 from vitgan.training.loss import TERMS
 
-# the status line: the loss terms, then what else a tick measures (metrics of --metrics follow)
-SHOWN = (*TERMS, "logits_real", "logits_fake", "g_z_std", "digit_fid", "classes")
+# the status line: the loss terms, then what else a tick measures (augment_p: ADA moves it; metrics of --metrics
+# follow)
+SHOWN = (*TERMS, "logits_real", "logits_fake", "augment_p", "g_z_std", "digit_fid", "classes")
 
 
 def new_run_dir(outdir: Path, preset: str, data_name: str) -> Path:

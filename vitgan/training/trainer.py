@@ -16,6 +16,7 @@ from torch import nn
 from vitgan.config import Config, ConfigError
 from vitgan.data import ImageData
 from vitgan.networks import Generator, build_discriminator
+from vitgan.sampling import generate
 from vitgan.training import checkpoint, distributed
 from vitgan.training.augment import Draws
 from vitgan.training.distributed import World
@@ -125,7 +126,7 @@ class Trainer:
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         self.loss = ViTGANLoss(cfg, self.G, self.D, draws=self._draws, G_run=self.G_run, D_run=self.D_run,
-                               R1_run=self.R1_run, autocast=self._autocast)
+                               R1_run=self.R1_run, autocast=self.autocast)
         self.cur_nimg = 0
         self.tick = 0
         self.d_steps = 0
@@ -164,7 +165,8 @@ class Trainer:
     def _z(self) -> torch.Tensor:
         return self._draws().randn(self.batch_gpu, self.cfg.z_dim).to(self.device)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The run's precision: autocast to its dtype, or nothing under fp32."""
         if self.amp is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
@@ -253,6 +255,12 @@ class Trainer:
             r = sum(self.ada_r) / len(self.ada_r)
             self.loss.augment_p = ada_adjust(self.cfg, self.loss.augment_p, r, self.cfg.batch * len(self.ada_r))
             self.ada_r = []
+
+    def samples(self, z: torch.Tensor, batch: int = 250) -> torch.Tensor:
+        """G_ema's images for latents z in the run's precision: the per-tick grid and digit FID (`vitgan eval` and
+        `vitgan generate` run in fp32)."""
+        with self.autocast():
+            return generate(self.G_ema, z, batch=batch)
 
     # --- checkpoints ---
     def state(self) -> dict[str, Any]:
