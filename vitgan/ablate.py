@@ -66,6 +66,7 @@ RECIPES = [
     Variant("r1-0.1", {"r1_gamma": "0.1"}, "compare", "a tenth of the preset's R1 weight"),
     Variant("sigma-reparam", {"d_norm": "sigma_reparam"}, "compare", "ISN with a learned gain per layer"),
     Variant("g-lr-half", {"g_lr": "2.5e-4"}, "compare", "G learns at half D's rate (two time-scale update rule)"),
+    Variant("g-lr-2x", {"g_lr": "1e-3"}, "compare", "G learns at twice D's rate (1e-3 against 5e-4)"),
     Variant("d-steps-2", {"d_steps_per_g": "2"}, "compare", "two D steps, each on its own reals, per G step"),
     Variant("grad-clip-1", {"grad_clip": "1"}, "compare", "both networks' gradients clipped to norm 1 (D's is 2-5)"),
     Variant("lr-2x", {"g_lr": "1e-3", "d_lr": "1e-3"}, "compare",
