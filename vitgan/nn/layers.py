@@ -118,9 +118,6 @@ class ModulatedLinear(nn.Module):
         return out + self.bias
 
 
-MBSTD_GROUP = 4  # StyleGAN2's minibatch-std group size
-
-
 class MinibatchStd(nn.Module):
     """Appends one feature map: the standard deviation across a group of samples, averaged over features and pixels.
 
@@ -131,7 +128,7 @@ class MinibatchStd(nn.Module):
     spans two of them: the same as S separate calls (D sees reals and fakes in one forward).
     """
 
-    def __init__(self, group_size: int = MBSTD_GROUP) -> None:
+    def __init__(self, group_size: int) -> None:  # the Config's d_mbstd_group (StyleGAN2: 4)
         super().__init__()
         self.group_size = group_size
 

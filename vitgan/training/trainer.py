@@ -248,7 +248,7 @@ class Trainer:
     def _adapt(self, stats_d: dict[str, float]) -> None:
         """ADA (ada_target > 0): collect r = E[sign(D(augmented real))] of this D step (the mean over every rank's
         reals, so all ranks move p alike) and every ADA_INTERVAL D steps move the augmentation probability."""
-        if self.cfg.ada_target <= 0 or "real_sign" not in stats_d:
+        if self.cfg.ada_target <= 0:
             return
         self.ada_r.append(stats_d["real_sign"])
         if len(self.ada_r) == ADA_INTERVAL:
