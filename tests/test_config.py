@@ -35,6 +35,9 @@ def test_paper_presets_match_the_paper():
         ({"mapping_lr_mul": float("nan")}, "mapping_lr_mul"),
         ({"d_arch": "cnn", "resolution": 24, "g_patch": 4}, "resolution"),
         ({"not_a_field": 1}, "not_a_field"),
+        ({"d_pack": 3}, "d_pack"),  # batch 16
+        ({"d_pack": 8}, "d_mbstd_group"),  # a group of 4 packs of 8 is 32 images, more than the batch
+        ({"d_pack": 0}, "d_pack"),
     ],
 )
 def test_bad_values_name_the_field(overrides, field):

@@ -165,6 +165,8 @@ def test_local_ranks_share_the_batch_in_whole_minibatch_std_groups():
     assert [local_ranks(cfg, opts, cores, launched=False) for cores in (1, 2, 3, 16)] == [1, 2, 2, 4]
     assert local_ranks(cfg.replace(d_mbstd=False), opts, 16, launched=False) == 16  # no groups: any divisor
     assert local_ranks(cfg.replace(d_mbstd_group=8), opts, 16, launched=False) == 2  # shares of 8, one group each
+    assert local_ranks(cfg.replace(d_pack=2), opts, 16, launched=False) == 2  # a group of 4 packs of 2: 8 images
+    assert local_ranks(cfg.replace(d_pack=2, d_mbstd=False), opts, 16, launched=False) == 8  # whole packs
     assert local_ranks(cfg.replace(kimg=1.0), opts, 2, launched=False) == 1  # a short run stays one process
     assert local_ranks(cfg, RunOptions(device="cpu", batch_gpu=8), 2, launched=False) == 1
     assert local_ranks(cfg, opts, 2, launched=True) == 1  # a rank itself never starts more

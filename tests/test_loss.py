@@ -47,6 +47,16 @@ def test_r1_keeps_the_cross_sample_terms_of_a_critic_that_mixes_its_batch():
     assert abs(r1_penalty(critic, x).item() - expected.item()) < 1e-5
 
 
+def test_r1_of_a_pacgan_critic_is_the_mean_over_packs_of_the_packs_squared_gradient_norm():
+    """With one logit per pack of 2 images, E over D's inputs (the packs) of ||grad D||^2, the norm over the pack's
+    images: here D(pack) = a . x1 + 3 * b . x2, so every pack's squared norm is |a|^2 + 9 |b|^2."""
+    a, b = torch.randn(1, 1, 2, 2), torch.randn(1, 1, 2, 2)
+    critic = lambda x: (x[0::2] * a).sum(dim=(1, 2, 3)) + 3 * (x[1::2] * b).sum(dim=(1, 2, 3))  # noqa: E731
+    x = torch.randn(6, 1, 2, 2)
+    expected = a.square().sum() + 9 * b.square().sum()
+    assert abs(r1_penalty(critic, x).item() - expected.item()) < 1e-4
+
+
 def test_r1_is_differentiable_for_the_discriminator():
     w = torch.randn(3, requires_grad=True)
     x = torch.randn(5, 3, 1, 1)

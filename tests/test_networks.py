@@ -135,6 +135,31 @@ def test_minibatch_std_group_size_sets_which_samples_a_logit_depends_on(arch):
         assert torch.equal(before[:12], after[:12]) != depends  # samples 0-11 share no group of 4 with sample 15
 
 
+@pytest.mark.parametrize("arch", ["vit", "cnn"])
+def test_pacgan_gives_one_logit_per_pack_of_consecutive_images(arch):
+    """d_pack=m (PacGAN): B / m logits, logit k a function of images k*m .. k*m+m-1 only, whose order matters; with
+    a minibatch-std layer the groups count packs (4 packs of 2 here: images 0-7 and 8-15)."""
+    torch.manual_seed(0)
+    d = build_discriminator(presets.get("mnist", d_arch=arch, d_pack=2, d_mbstd_group=1)).eval()  # no mixing
+    images = torch.randn(8, 1, 32, 32)
+    with torch.no_grad():
+        logits = d(images)
+        assert logits.shape == (4,)
+        torch.testing.assert_close(torch.cat([d(images[i:i + 2]) for i in range(0, 8, 2)]), logits)
+        swapped = images[[1, 0, 2, 3, 4, 5, 6, 7]]  # the two images of pack 0 change places
+        assert not torch.equal(d(swapped)[0], logits[0]) and torch.equal(d(swapped)[1:], logits[1:])
+    torch.manual_seed(0)
+    d = build_discriminator(presets.get("mnist", d_arch=arch, d_pack=2)).eval()
+    images = torch.randn(16, 1, 32, 32)
+    changed = images.clone()
+    changed[15] = torch.randn(1, 32, 32)
+    with torch.no_grad():
+        before, after = d(images), d(changed)
+    assert torch.equal(before[:4], after[:4]) and not torch.equal(before[4:], after[4:])
+    with pytest.raises(ValueError, match=r"^images: a batch of 3 is not whole packs of d_pack=2$"):
+        d(torch.randn(3, 1, 32, 32))
+
+
 def test_minibatch_std_segments_equal_separate_batches():
     """segments=S groups each of the S consecutive sub-batches alone: the same as S separate calls (and not the
     grouping of the whole batch, which would mix reals with fakes)."""

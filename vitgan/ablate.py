@@ -78,6 +78,8 @@ RECIPES = [
             "DiffAugment's translation alone, filled from the edge (on digits: black, as the background)"),
     Variant("mbstd-16", {"d_mbstd_group": "16"}, "compare",
             "the minibatch std over all 16 samples of a batch instead of groups of 4 (a wider diversity signal)"),
+    Variant("pack-2", {"d_pack": "2"}, "compare",
+            "PacGAN: D judges pairs of images stacked along channels, one logit per pair (against dropped modes)"),
     Variant("ada", {"ada_target": "0.6", "augment_p": "0"}, "compare",
             "adaptive augmentation (ADA): p starts at 0 and rises only while D's sign on reals exceeds 0.6"),
 ]

@@ -89,6 +89,9 @@ class Config:
                            "input")
     d_mbstd_group: int = option(4, "minibatch-std group size (ViT D with d_mbstd, and CNN D): the standard deviation "
                                 "is over this many consecutive samples; must divide the batch (StyleGAN2: 4)")
+    d_pack: int = option(1, "PacGAN (Lin et al. 2018): D judges packs of this many consecutive samples stacked along "
+                         "channels, one logit per pack, which makes a G that drops modes easier to tell apart "
+                         "(1 = one image per logit, the paper); must divide the batch")
     d_cnn_base: int = option(16384, "CNN D: channels at resolution r are min(d_cnn_max, d_cnn_base // r)")
     d_cnn_max: int = option(512, "CNN D: the most channels of a layer")
 
@@ -159,14 +162,23 @@ class Config:
         need(self.beta1 < 1, "beta1", "must be below 1")
         need(self.beta2 < 1, "beta2", "must be below 1")
         need(self.augment_p <= 1, "augment_p", "must be a probability in [0, 1]")
+        need(self.batch % self.d_pack == 0, "d_pack", f"must divide batch={self.batch}")
         if self.d_mbstd or self.d_arch == "cnn":
-            need(self.batch % self.d_mbstd_group == 0, "d_mbstd_group", f"must divide batch={self.batch}")
+            need(self.batch % self.d_unit == 0, "d_mbstd_group",
+                 f"times d_pack={self.d_pack} must divide batch={self.batch}")
         need(self.ada_target < 1, "ada_target", "must be below 1 (r, a mean of signs, cannot exceed 1)")
         need(self.bcr_shift < 1, "bcr_shift", "must be a fraction of the image below 1")
         try:
             parse_policy(self.augment)
         except ValueError as error:
             raise ConfigError(f"augment: {error}") from None
+
+    @property
+    def d_unit(self) -> int:
+        """The consecutive images whose logits D computes together: a pack (`d_pack`), times the minibatch-std group
+        (`d_mbstd_group`, in packs) where D has one. A rank's or a round's share of the batch is a multiple of it so
+        that splitting the batch changes nothing D computes."""
+        return self.d_pack * (self.d_mbstd_group if self.d_mbstd or self.d_arch == "cnn" else 1)
 
     # --- conversions ---
     def to_dict(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitgan.config import Config
-from vitgan.networks.discriminator import check_images
+from vitgan.networks.discriminator import packed_images
 from vitgan.nn import MinibatchStd
 
 _GAIN = math.sqrt(2.0)
@@ -37,7 +37,8 @@ class ResidualBlock(nn.Module):
 class CNNDiscriminator(nn.Module):
     """Residual CNN D: fromRGB, residual blocks halving the resolution down to 4x4, minibatch std, conv, 2 FC.
 
-    Channels at resolution r are min(d_cnn_max, d_cnn_base // r). `D(x)` returns logits (B,).
+    Channels at resolution r are min(d_cnn_max, d_cnn_base // r). `D(x)` returns logits (B / d_pack,), one per pack
+    of `d_pack` images stacked along channels (PacGAN).
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -47,7 +48,7 @@ class CNNDiscriminator(nn.Module):
         def ch(r: int) -> int:
             return max(1, min(cfg.d_cnn_max, cfg.d_cnn_base // r))
 
-        self.from_rgb = nn.Conv2d(cfg.channels, ch(cfg.resolution), 1)
+        self.from_rgb = nn.Conv2d(cfg.d_pack * cfg.channels, ch(cfg.resolution), 1)
         resolutions = [cfg.resolution // 2**i for i in range(int(math.log2(cfg.resolution)) - 1)]  # R, R/2, ..., 4
         self.blocks = nn.ModuleList(ResidualBlock(ch(r), ch(r // 2)) for r in resolutions[:-1])
         self.mbstd = MinibatchStd(cfg.d_mbstd_group)
@@ -58,9 +59,9 @@ class CNNDiscriminator(nn.Module):
     mixes_samples = True  # the minibatch-std layer makes a sample's logit depend on its batch
 
     def forward(self, x: torch.Tensor, segments: int = 1) -> torch.Tensor:
-        """Logits (B,); with `segments` S, the batch is S batches of B / S images to the minibatch-std layer."""
-        check_images(x, self.cfg)
-        h = _lrelu(self.from_rgb(x))
+        """Logits (B / d_pack,); with `segments` S, the batch is S batches of B / S images to the minibatch-std
+        layer."""
+        h = _lrelu(self.from_rgb(packed_images(x, self.cfg)))
         for block in self.blocks:
             h = block(h)
         h = _lrelu(self.conv(self.mbstd(h, segments)))

@@ -12,11 +12,16 @@ from vitgan.nn import Attention, L2Attention, MinibatchStd, image_patches, linea
 from vitgan.nn.spectral import LinearFactory
 
 
-def check_images(x: torch.Tensor, cfg: Config) -> None:
-    """Raise a one-line ValueError unless x is a batch (B, channels, resolution, resolution)."""
+def packed_images(x: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """D's input: x, a batch (B, channels, resolution, resolution), with each `d_pack` consecutive images stacked
+    along channels (PacGAN): (B / d_pack, d_pack * channels, resolution, resolution). Raises a one-line ValueError
+    for any other shape."""
     expected = (cfg.channels, cfg.resolution, cfg.resolution)
     if x.ndim != 4 or tuple(x.shape[1:]) != expected:
         raise ValueError(f"images: expected shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+    if x.shape[0] % cfg.d_pack:
+        raise ValueError(f"images: a batch of {x.shape[0]} is not whole packs of d_pack={cfg.d_pack}")
+    return x.reshape(x.shape[0] // cfg.d_pack, cfg.d_pack * cfg.channels, cfg.resolution, cfg.resolution)
 
 
 class DiscriminatorBlock(nn.Module):
@@ -38,7 +43,8 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """ViT discriminator: `D(x)` takes images (B, C, H, W) in [-1, 1] and returns logits (B,).
+    """ViT discriminator: `D(x)` takes images (B, C, H, W) in [-1, 1] and returns logits (B,), or (B / d_pack,), one
+    per pack of `d_pack` consecutive images stacked along channels (PacGAN; 1 in the paper).
 
     Patches of side P + 2o with stride P (o = P/2 when `d_overlap`, else 0), zero-padded by o at the border, are
     projected to tokens; a class token and learned 1-D positional embeddings are added; pre-LN blocks with L2 (or
@@ -52,7 +58,7 @@ class Discriminator(nn.Module):
         self.overlap = cfg.d_patch // 2 if cfg.d_overlap else 0
         linear = linear_for(cfg.d_norm)
         num_tokens = (cfg.resolution // cfg.d_patch) ** 2
-        patch_features = cfg.channels * (cfg.d_patch + 2 * self.overlap) ** 2
+        patch_features = cfg.d_pack * cfg.channels * (cfg.d_patch + 2 * self.overlap) ** 2
         self.patch_embed = linear(patch_features, cfg.d_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.d_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens + 1, cfg.d_dim))
@@ -77,8 +83,9 @@ class Discriminator(nn.Module):
         return self.mbstd is not None
 
     def forward(self, x: torch.Tensor, segments: int = 1) -> torch.Tensor:
-        """Logits (B,); with `segments` S, the batch is S batches of B / S images to the minibatch-std layer."""
-        check_images(x, self.cfg)
+        """Logits (B / d_pack,); with `segments` S, the batch is S batches of B / S images to the minibatch-std
+        layer."""
+        x = packed_images(x, self.cfg)
         tokens = self.patch_embed(image_patches(x, self.cfg.d_patch, self.overlap))  # (B, L, dim)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         h = torch.cat([cls, tokens], dim=1) + self.pos_embed  # (B, 1 + L, dim)

@@ -33,16 +33,21 @@ def consistency_penalty(logits: torch.Tensor, transformed_logits: torch.Tensor) 
 
 
 def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real_images: torch.Tensor) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): E[||grad_x D(x)||^2] on real images, D = `critic` (one fp32 logit per image);
-    multiply by gamma / 2 for the loss.
+    """R1 (Mescheder et al. 2018): E[||grad_x D(x)||^2] over D's inputs x, on real images, D = `critic`; multiply by
+    gamma / 2 for the loss. A D input is one image, or with PacGAN (`d_pack`) one pack of images with one logit,
+    whose gradient's squared norm sums over the pack's images.
 
     The input gradient is taken with torch.func.grad of the summed logits (each image's gradient of the sum is its
     own logit's, and a minibatch-std layer's cross terms are kept as autograd.grad would), so that the whole penalty,
     its gradient with respect to D's weights included, can go through torch.compile, which does not compile
     torch.autograd.grad(create_graph=True).
     """
-    grad = torch.func.grad(lambda x: critic(x).float().sum())(real_images.detach().float())
-    return grad.square().sum(dim=(1, 2, 3)).mean()
+    def summed(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = critic(x).float()
+        return logits.sum(), logits
+
+    grad, logits = torch.func.grad(summed, has_aux=True)(real_images.detach().float())
+    return grad.square().sum() / logits.numel()
 
 
 # The loss terms, in the order a step computes them: the one list the status line, the plots and the finiteness check
@@ -114,7 +119,7 @@ class ViTGANLoss:
             return [self.D_run(x).float() for x in batches]
         x = torch.cat(batches)
         logits = self.D_run(x, segments=len(batches)) if mixes else self.D_run(x)
-        return list(logits.float().split([len(b) for b in batches]))
+        return list(logits.float().chunk(len(batches)))  # a D with packs has len(b) / d_pack logits per batch
 
     def r1(self, real_aug: torch.Tensor) -> torch.Tensor:
         """The weighted R1 term on (augmented) reals, in fp32 outside autocast, through `R1_run` (r1_penalty of the

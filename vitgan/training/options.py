@@ -113,11 +113,12 @@ def available_cores(environ: Mapping[str, str] | None = None) -> int:
 def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool) -> int:
     """How many local data-parallel processes a run starts (1: this process trains alone).
 
-    Each rank's share of the batch must be a whole multiple of the minibatch-std group where D has one, so that the
-    ranks compute exactly what one process does. `--ranks` pins the number; by default a long CPU run takes the
-    most ranks up to `cores` that share its batch so. Measured (benchmarks/README.md, "The default demo's speed"):
-    on a 2-core CPU without AMX two 1-thread processes did about twice the work of one 2-thread process; on the
-    2-core AMX machine they train as fast as one process (77.1 against 76.7 img/s). Under a launcher it is 1.
+    Each rank's share of the batch must be a whole multiple of D's unit (`Config.d_unit`: the pack times the
+    minibatch-std group where D has one), so that the ranks compute exactly what one process does. `--ranks` pins
+    the number; by default a long CPU run takes the most ranks up to `cores` that share its batch so. Measured
+    (benchmarks/README.md, "The default demo's speed"): on a 2-core CPU without AMX two 1-thread processes did about
+    twice the work of one 2-thread process; on the 2-core AMX machine they train as fast as one process (77.1
+    against 76.7 img/s). Under a launcher it is 1.
     """
     if launched:
         return 1
@@ -126,15 +127,13 @@ def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool) ->
         if opts.ranks not in (None, 1):
             raise ConfigError(f"ranks: local ranks are for CPU training, not {device} (torchrun starts GPU ranks)")
         return 1
-    group = cfg.d_mbstd_group if cfg.d_mbstd or cfg.d_arch == "cnn" else 1
-
     def fits(n: int) -> bool:
-        return cfg.batch % n == 0 and (cfg.batch // n) % group == 0
+        return cfg.batch % n == 0 and (cfg.batch // n) % cfg.d_unit == 0
 
     if opts.ranks is not None:
         if not fits(opts.ranks):
             raise ConfigError(f"ranks: {opts.ranks} ranks cannot share batch {cfg.batch} in whole multiples of "
-                              f"{group} images (the minibatch-std group)")
+                              f"{cfg.d_unit} images (D's pack times its minibatch-std group)")
         return opts.ranks
     if opts.batch_gpu is not None or not long_cpu_run(cfg, device):
         return 1

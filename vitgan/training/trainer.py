@@ -105,6 +105,9 @@ class Trainer:
         if self.batch_gpu < 1 or cfg.batch % (self.batch_gpu * ranks):
             raise ConfigError(f"batch_gpu: the batch of {cfg.batch} is not a multiple of {self.batch_gpu} images "
                               f"per device x {ranks} ranks")
+        if self.batch_gpu % cfg.d_pack:
+            raise ConfigError(f"batch_gpu: {self.batch_gpu} images per device per round do not make whole packs of "
+                              f"d_pack={cfg.d_pack}")
         self.rounds = cfg.batch // (self.batch_gpu * ranks)
         self.G = Generator(cfg).to(device).train()
         self.D = build_discriminator(cfg).to(device).train()
