@@ -62,6 +62,18 @@ def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys
     assert capsys.readouterr().out.count("started") == 2
     assert main(["ablate", "--report-only", "--variants", "vanilla", "--report", str(report)]) == 0
     assert report.read_text().endswith(HAND_WRITTEN + "\nA reading.\n")
+    # a record of the older measure (G's float outputs, no "pixels") is scored again from its snapshot
+    raw = report.parent / "ablation" / "results.jsonl"
+    old = [{**r, "digit_fid": 999.0} for r in records]
+    del old[1]["pixels"]
+    raw.write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert main(["ablate", "--report-only", "--variants", "vanilla", "--report", str(report)]) == 0
+    again = [json.loads(line) for line in raw.read_text().splitlines()]
+    assert again[0]["digit_fid"] == 999.0 and again[1] == records[1]  # the current one kept, the stale one rescored
+    old[1]["snapshot"] = str(tmp_path / "gone.safetensors")
+    raw.write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert main(["ablate", "--report-only", "--variants", "vanilla", "--report", str(report)]) == 2
+    assert "gone.safetensors" in capsys.readouterr().err
     assert main(["ablate", "--kimg", "0"]) == 2 and main(["ablate", "--data", "some/folder"]) == 2
     assert main(["ablate", "--minutes", "0"]) == 2
 

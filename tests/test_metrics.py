@@ -56,6 +56,23 @@ def test_shipped_digit_classifier_is_accurate_on_held_out_digits():
     assert (predicted == data.labels[4500:]).float().mean() >= 0.98
 
 
+def test_digit_measures_score_the_pixels_a_png_would_hold():
+    """Float samples are clipped to [-1, 1] and rounded to 256 levels before the classifier sees them, as saved
+    images are: a linear output's -1.3 counts as black (-1), and a uint8 batch scores the same."""
+    from vitgan.metrics.digits import classify
+
+    net = load_classifier()
+    torch.manual_seed(0)
+    x = load_mnist5k().batch(torch.arange(8)) * 1.3 + 0.01 * torch.randn(8, 1, 32, 32)  # beyond [-1, 1], off-grid
+    levels = ((x.clamp(-1, 1) + 1) * 255 / 2).round()
+    with torch.no_grad():
+        expected = net.features(levels / 127.5 - 1).double().numpy()
+    feats, probs = classify(net, x)
+    np.testing.assert_allclose(feats, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(classify(net, levels.to(torch.uint8))[0], expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(feats, net.features(x).detach().double().numpy(), atol=1e-3)  # unclipped differs
+
+
 def test_digit_fid_is_small_for_real_digits_and_large_for_one_class():
     data = load_mnist5k()
     fid = DigitFID(data.batch(torch.arange(2500)))

@@ -13,6 +13,7 @@ result agrees with the paper's claim.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -162,13 +163,39 @@ def _snapshot(run: Path) -> Path:
     return sorted(run.glob("network-snapshot-*.safetensors"))[-1]
 
 
-def final_digit_fid(run: Path, samples: int, digit_fid: Any) -> dict[str, float]:
-    """Digit FID and class coverage of the run's last EMA generator on `samples` fixed seeds."""
+@functools.cache
+def _digit_fid() -> Any:
+    """The digit measure against all 5,000 bundled digits (their statistics computed once for every run)."""
+    from vitgan.data import load_mnist5k
+    from vitgan.metrics.digits import DigitFID
+
+    return DigitFID.of(load_mnist5k())
+
+
+def final_digit_fid(snapshot: Path, samples: int) -> dict[str, float]:
+    """Digit FID and class coverage of a snapshot's EMA generator on `samples` fixed seeds (scored as uint8 pixels,
+    as saved images: `vitgan.metrics.digits.classify`)."""
     from vitgan.sampling import generate, latents
     from vitgan.training.checkpoint import load
 
-    generator = load(_snapshot(run)).to("cuda" if torch.cuda.is_available() else "cpu")
-    return digit_fid(generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), batch=250))
+    generator = load(snapshot).to("cuda" if torch.cuda.is_available() else "cpu")
+    return _digit_fid()(generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), batch=250))
+
+
+def rescore(raw: Path) -> list[dict[str, Any]]:
+    """The records of raw/results.jsonl, those that scored G's float outputs (written before 2026-11-27, without
+    "pixels") scored again from their snapshots as uint8 pixels, everything else kept; the file is rewritten."""
+    records = _rows(raw / "results.jsonl")
+    stale = [r for r in records if r.get("pixels") != "uint8"]
+    for r in stale:
+        if not Path(r["snapshot"]).is_file():
+            raise ConfigError(f"report: {r['snapshot']} (the run of {r['variant']} seed {r['seed']}) is gone; its "
+                              "record scored G's float outputs and cannot be scored again")
+        r.update(final_digit_fid(Path(r["snapshot"]), r["samples"]), pixels="uint8")
+    if stale:
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write(raw / "results.jsonl", lambda tmp: Path(tmp).write_text(text))
+    return records
 
 
 COLLAPSE_AFTER_KIMG = 20.0  # the fewest classes at any tick after this many kimg tells whether a run collapsed later
@@ -182,28 +209,23 @@ def measure(results: list[dict[str, Any]], samples: int, raw: Path, command: str
     ablate command line, its jobs and threads) is kept in each new record for the report's header."""
     (raw / "stats").mkdir(parents=True, exist_ok=True)
     known = {(r["variant"], r["seed"]): r for r in _rows(raw / "results.jsonl")}
-    digit_fid = None
     records = []
     for r in results:
         variant, seed, run = r["variant"], r["seed"], r["run"]
         stats = raw / "stats" / f"{variant.name}-seed{seed}.jsonl"
         shutil.copyfile(run / "stats.jsonl", stats)
         old = known.get((variant.name, seed))
-        if old and old.get("snapshot") == str(_snapshot(run)) and old.get("samples") == samples:
+        if (old and old.get("snapshot") == str(_snapshot(run)) and old.get("samples") == samples
+                and old.get("pixels") == "uint8"):  # earlier records scored G's float outputs: measured again
             records.append(old)
             continue
-        if digit_fid is None:
-            from vitgan.data import load_mnist5k
-            from vitgan.metrics.digits import DigitFID
-
-            digit_fid = DigitFID.of(load_mnist5k())  # the reference statistics, once for every run
         rows = [row for row in _rows(stats) if "kimg" in row]
         later = [row["classes"] for row in rows if row["kimg"] > COLLAPSE_AFTER_KIMG and "classes" in row]
         records.append({
             "variant": variant.name, "seed": seed, "overrides": variant.overrides, "snapshot": str(_snapshot(run)),
-            "samples": samples, "kimg": rows[-1]["kimg"], "minutes": rows[-1]["time"] / 60,
+            "samples": samples, "pixels": "uint8", "kimg": rows[-1]["kimg"], "minutes": rows[-1]["time"] / 60,
             "sigma": rows[-1].get("d_sigma_max", float("nan")), "grad": rows[-1].get("grad_d", float("nan")),
-            "min_classes_later": min(later) if later else None, **final_digit_fid(run, samples, digit_fid),
+            "min_classes_later": min(later) if later else None, **final_digit_fid(_snapshot(run), samples),
             "command": command,
         })
     measured = {(r["variant"], r["seed"]) for r in records}
@@ -382,7 +404,7 @@ def ablate(args: Any) -> Path:
     raw = report.parent / report.stem
     order = [v.name for v in variants]
     if args.report_only:
-        records = [r for r in _rows(raw / "results.jsonl") if r["variant"] in order]
+        records = [r for r in rescore(raw) if r["variant"] in order]
         if not records:
             raise ConfigError(f"report: no recorded runs of these variants in {raw / 'results.jsonl'}")
     else:

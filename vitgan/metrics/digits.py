@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from vitgan.data import ImageData
+from vitgan.images import quantize
 from vitgan.metrics.frechet import feature_statistics, frechet_distance
 
 WEIGHTS = Path(__file__).with_name("digit_classifier.safetensors")
@@ -56,10 +57,17 @@ def load_classifier(path: str | Path = WEIGHTS) -> DigitClassifier:
 
 @torch.no_grad()
 def classify(net: DigitClassifier, images: torch.Tensor, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, 128), class probabilities (N, 10)) for images (N, 1, 32, 32) in [-1, 1]."""
+    """(features (N, 128), class probabilities (N, 10)) for images (N, 1, 32, 32), uint8 or float in [-1, 1].
+
+    Float images are first quantised as a PNG would hold them (clipped to [-1, 1], rounded to 256 levels), as
+    StyleGAN's metrics do: a generator is scored on the pixels its users see (a linear output's values beyond
+    [-1, 1] are clipped there), and the per-tick, `vitgan ablate` and `vitgan eval` measures agree.
+    """
     feats, probs = [], []
     for i in range(0, len(images), batch):
-        f = net.features(images[i:i + batch].float())
+        chunk = images[i:i + batch]
+        pixels = chunk if chunk.dtype == torch.uint8 else quantize(chunk)
+        f = net.features(pixels.float() / 127.5 - 1)
         feats.append(f)
         probs.append(net.fc(f).softmax(dim=1))
     return torch.cat(feats).double().numpy(), torch.cat(probs).double().numpy()
