@@ -81,6 +81,8 @@ RECIPES = [
             "the minibatch std over all 16 samples of a batch instead of groups of 4 (a wider diversity signal)"),
     Variant("pack-2", {"d_pack": "2"}, "compare",
             "PacGAN: D judges pairs of images stacked along channels, one logit per pair (against dropped modes)"),
+    Variant("d-wide", {"d_dim": "256", "d_mlp_dim": "512"}, "compare",
+            "a wider ViT D (tokens 256 wide, MLP 512: about 4x the weights), as the CNN D that does better is larger"),
     Variant("ada", {"ada_target": "0.6", "augment_p": "0"}, "compare",
             "adaptive augmentation (ADA): p starts at 0 and rises only while D's sign on reals exceeds 0.6"),
 ]
