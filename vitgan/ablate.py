@@ -83,6 +83,9 @@ RECIPES = [
             "PacGAN: D judges pairs of images stacked along channels, one logit per pair (against dropped modes)"),
     Variant("d-wide", {"d_dim": "256", "d_mlp_dim": "512"}, "compare",
             "a wider ViT D (tokens 256 wide, MLP 512: about 4x the weights), as the CNN D that does better is larger"),
+    Variant("g-wide", {"g_dim": "256", "g_mlp_dim": "512"}, "compare",
+            "a wider G (tokens 256 wide, MLP 512): do more weights make legible digits from fewer images?"),
+    Variant("r1-0.1", {"r1_gamma": "0.1"}, "compare", "R1 at a tenth of the preset's weight (the authors' gamma)"),
     Variant("ada", {"ada_target": "0.6", "augment_p": "0"}, "compare",
             "adaptive augmentation (ADA): p starts at 0 and rises only while D's sign on reals exceeds 0.6"),
 ]
