@@ -86,6 +86,8 @@ RECIPES = [
     Variant("g-wide", {"g_dim": "256", "g_mlp_dim": "512"}, "compare",
             "a wider G (tokens 256 wide, MLP 512): do more weights make legible digits from fewer images?"),
     Variant("r1-0.1", {"r1_gamma": "0.1"}, "compare", "R1 at a tenth of the preset's weight (the authors' gamma)"),
+    Variant("ema-long", {"ema_kimg": "10", "ema_rampup": "0.2"}, "compare",
+            "a longer EMA (half-life 10 kimg, at most a fifth of the images seen): G itself trains as the preset's"),
     Variant("ada", {"ada_target": "0.6", "augment_p": "0"}, "compare",
             "adaptive augmentation (ADA): p starts at 0 and rises only while D's sign on reals exceeds 0.6"),
 ]
