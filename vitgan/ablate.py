@@ -86,6 +86,9 @@ RECIPES = [
     Variant("g-wide", {"g_dim": "256", "g_mlp_dim": "512"}, "compare",
             "a wider G (tokens 256 wide, MLP 512): do more weights make legible digits from fewer images?"),
     Variant("r1-0.1", {"r1_gamma": "0.1"}, "compare", "R1 at a tenth of the preset's weight (the authors' gamma)"),
+    Variant("preset-rerun", {}, "compare",
+            "the preset itself again, on the code of 2026-11-27 (fused Adam, compiled R1, one D forward per step, "
+            "consecutive minibatch-std groups): how far the same recipe moves"),
     Variant("ema-long", {"ema_kimg": "10", "ema_rampup": "0.2"}, "compare",
             "a longer EMA (half-life 10 kimg, at most a fifth of the images seen): G itself trains as the preset's"),
     Variant("ada", {"ada_target": "0.6", "augment_p": "0"}, "compare",
@@ -336,7 +339,8 @@ def write_report(records: list[dict[str, Any]], variants: list[Variant], header:
     for name, runs in by_variant.items():
         variant = known.get(name, Variant(name, runs[0]["overrides"], "compare"))
         fids = [r["digit_fid"] for r in runs]
-        changes = ", ".join(f"{k}={v}" for k, v in variant.overrides.items()) or "(none: the reference)"
+        changes = (", ".join(f"{k}={v}" for k, v in variant.overrides.items())
+                   or ("(none: the reference)" if variant.claim == "reference" else "(none)"))
         verdict = _verdict(variant, fids, reference)
         verdicts.append((variant, verdict))
         fewest = [r["min_classes_later"] for r in runs if r["min_classes_later"] is not None]
