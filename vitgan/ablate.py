@@ -218,15 +218,14 @@ def measure(results: list[dict[str, Any]], samples: int, raw: Path, command: str
     other runs there are kept (returned too), so a sweep grows by commands. `command` (the
     ablate command line, its jobs and threads) is kept in each new record for the report's header."""
     (raw / "stats").mkdir(parents=True, exist_ok=True)
-    known = {(r["variant"], r["seed"]): r for r in _rows(raw / "results.jsonl")}
+    known = {(r["variant"], r["seed"]): r for r in rescore(raw)}  # every earlier record on today's measure
     records = []
     for r in results:
         variant, seed, run = r["variant"], r["seed"], r["run"]
         stats = raw / "stats" / f"{variant.name}-seed{seed}.jsonl"
         shutil.copyfile(run / "stats.jsonl", stats)
         old = known.get((variant.name, seed))
-        if (old and old.get("snapshot") == str(_snapshot(run)) and old.get("samples") == samples
-                and old.get("pixels") == "uint8"):  # earlier records scored G's float outputs: measured again
+        if old and old.get("snapshot") == str(_snapshot(run)) and old.get("samples") == samples:
             records.append(old)
             continue
         rows = [row for row in _rows(stats) if "kimg" in row]
