@@ -23,17 +23,16 @@ import torch
 
 from vitgan import Generator, build_discriminator
 from vitgan.data import load_mnist5k
-from vitgan.metrics.digits import classify, load_classifier
+from vitgan.metrics.digits import CONFIDENT, classify, load_classifier
 from vitgan.sampling import generate, latents
 from vitgan.training.checkpoint import read_snapshot
 
 SEEDS = range(100_000, 102_000)
-SURE = 0.5  # the digit measure's confidence rule (vitgan.metrics.digits.DigitFID)
 
 
 def _shares(probs: np.ndarray) -> tuple[list[float], float]:
     """(share of all samples per digit among the sure ones, share of samples no digit is sure for)."""
-    sure = probs.max(axis=1) >= SURE
+    sure = probs.max(axis=1) >= CONFIDENT
     counts = np.bincount(probs.argmax(axis=1)[sure], minlength=10)
     return [round(float(c) / len(probs), 4) for c in counts], round(float(1 - sure.mean()), 4)
 

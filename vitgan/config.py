@@ -163,9 +163,8 @@ class Config:
         need(self.beta2 < 1, "beta2", "must be below 1")
         need(self.augment_p <= 1, "augment_p", "must be a probability in [0, 1]")
         need(self.batch % self.d_pack == 0, "d_pack", f"must divide batch={self.batch}")
-        if self.d_mbstd or self.d_arch == "cnn":
-            need(self.batch % self.d_unit == 0, "d_mbstd_group",
-                 f"times d_pack={self.d_pack} must divide batch={self.batch}")
+        need(self.batch % self.d_unit == 0, "d_mbstd_group", f"times d_pack={self.d_pack} must divide "
+             f"batch={self.batch}")  # without a minibatch-std layer d_unit is d_pack, checked just above
         need(self.ada_target < 1, "ada_target", "must be below 1 (r, a mean of signs, cannot exceed 1)")
         need(self.bcr_shift < 1, "bcr_shift", "must be a fraction of the image below 1")
         try:
@@ -176,8 +175,8 @@ class Config:
     @property
     def d_unit(self) -> int:
         """The consecutive images whose logits D computes together: a pack (`d_pack`), times the minibatch-std group
-        (`d_mbstd_group`, in packs) where D has one. A rank's or a round's share of the batch is a multiple of it so
-        that splitting the batch changes nothing D computes."""
+        (`d_mbstd_group`, in packs) where D has one. Each local rank's share of the batch is a multiple of it, so that
+        ranks compute exactly what one process does (a round's share need only be whole packs: Trainer)."""
         return self.d_pack * (self.d_mbstd_group if self.d_mbstd or self.d_arch == "cnn" else 1)
 
     # --- conversions ---

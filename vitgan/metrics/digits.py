@@ -21,6 +21,8 @@ from vitgan.images import quantize
 from vitgan.metrics.frechet import feature_statistics, frechet_distance
 
 WEIGHTS = Path(__file__).with_name("digit_classifier.safetensors")
+CONFIDENT = 0.5  # a sample counts for a digit when its probability is at least this (99% of real digits pass; the
+# classifier is label-smoothed)
 
 
 class DigitClassifier(nn.Module):
@@ -96,7 +98,7 @@ class DigitFID:
         """The measures of samples from their features and class probabilities (`classify`, in any order)."""
         n = len(feats)
         mu, sigma = feature_statistics(feats)
-        confident = probs.max(axis=1) >= 0.5  # 99% of real digits pass; the classifier is label-smoothed
+        confident = probs.max(axis=1) >= CONFIDENT
         counts = np.bincount(probs.argmax(axis=1)[confident], minlength=10)
         return {
             "digit_fid": frechet_distance(mu, sigma, self.mu, self.sigma),
