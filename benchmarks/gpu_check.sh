@@ -6,8 +6,9 @@
 #      be one mode)
 #   3. an eval of the result: digit FID and classes of 5,000 samples; `vitgan eval --metrics fid10k_full` too when
 #      $VITGAN_INCEPTION names the Inception weights
-# Results go to benchmarks/results/gpu-<card>/ (bench.jsonl, train-stats.jsonl, train-log.txt, fakes.png,
-# summary.json). Run from anywhere: bash benchmarks/gpu_check.sh   (MINUTES=3 and PYTHON=python by default)
+# Results go to benchmarks/results/gpu-<card>/<date>/ (bench.jsonl, train-stats.jsonl, train-log.txt, fakes.png,
+# summary.json). Run from anywhere: bash benchmarks/gpu_check.sh   (MINUTES=3, PYTHON=python3 and DAY=today's date,
+# UTC, by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -15,7 +16,7 @@ py=${PYTHON:-python3}
 $py -c "import torch, einops, safetensors, PIL, matplotlib; assert torch.cuda.is_available(), 'no CUDA device'" || {
   echo "gpu_check: needs torch with CUDA, einops, safetensors, pillow and matplotlib" >&2; exit 2; }
 card=$($py -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
-out="benchmarks/results/gpu-$card"
+out="benchmarks/results/gpu-$card/${DAY:-$(date -u +%F)}"
 mkdir -p "$out"
 rm -f "$out/bench.jsonl"
 for precision in bf16 fp32 fp16; do

@@ -202,8 +202,9 @@ def test_without_qk_norm_the_attention_has_no_norm_and_no_new_parameter(cls):
 
 def test_l2_attention_never_takes_the_fused_kernel(monkeypatch):
     """On a GPU in bf16, SDPA's fused kernels take L2 attention's key bias in bf16, and the cifar10 preset's G turned
-    NaN within 16 steps there (benchmarks/results/gpu-NVIDIA-H200/nan-probe.jsonl); L2 attention runs on explicit
-    products on every device. Dot-product attention keeps SDPA where it is fused (here forced, as on a GPU)."""
+    NaN within 16 steps there (benchmarks/results/gpu-NVIDIA-H200/2026-11-26/nan-probe.jsonl); L2 attention runs on
+    explicit products on every device. Dot-product attention keeps SDPA where it is fused (here forced, as on a
+    GPU)."""
     import torch.nn.functional as F
 
     from vitgan.nn import attention

@@ -17,6 +17,26 @@ def test_paper_presets_match_the_paper():
     assert (m.resolution, m.channels) == (32, 1)
 
 
+def test_paper_presets_train_with_the_authors_objective_and_the_papers_is_one_variant_away():
+    from vitgan.ablate import RECIPES
+
+    for name in ("cifar10", "celeba64", "lsun64"):
+        c = presets.get(name)  # SPEC.md, the authors' code: bCR 1 on a second DiffAugment draw, R1 0.1 every step,
+        # cutout at p 0.3 beside the colour ops on their own coins, a warm-up; their lr x batch = 64
+        assert (c.bcr_real, c.bcr_fake, c.bcr_mode, c.r1_gamma, c.r1_interval) == (1.0, 1.0, "diffaug", 0.1, 1)
+        assert c.augment == "brightness,saturation,contrast,translation,cutout:0.3" and c.lr_warmup_kimg > 0
+        assert (c.g_output, c.d_mbstd, c.d_head, c.g_sln_equalized) == ("linear", True, "mlp", True)
+        assert c.batch == 128 and c.g_lr * c.batch == pytest.approx(0.064) and c.d_lr == c.g_lr
+        paper = next(v for v in RECIPES if v.name == "paper").overrides
+        p = presets.get(name, **{k: Config.parse_value(k, v) for k, v in paper.items()})
+        # SPEC.md's training section: bCR 10 for both terms, no R1, Adam (0, 0.99) at 0.002, batch 128, DiffAugment
+        # at p 0.8; the generator's output through tanh, SLN without the authors' equalised lr
+        assert (p.bcr_real, p.bcr_fake, p.bcr_mode, p.r1_gamma) == (10.0, 10.0, "shift", 0.0)
+        assert (p.g_lr, p.d_lr, p.beta1, p.beta2, p.batch) == (0.002, 0.002, 0.0, 0.99, 128)
+        assert (p.augment, p.augment_p) == ("color,translation,cutout,scale", 0.8)
+        assert (p.g_output, p.g_sln_equalized, p.d_head, p.d_mbstd) == ("tanh", False, "linear", False)
+
+
 @pytest.mark.parametrize(
     "overrides,field",
     [

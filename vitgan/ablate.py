@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from vitgan import presets
 from vitgan.config import ConfigError
 from vitgan.fileio import atomic_write
 
@@ -52,17 +53,23 @@ PAPER = [
     Variant("cnn-d", {"d_arch": "cnn"}, "better", "ViTGAN G with a CNN (StyleGAN2) D reaches a better FID"),
 ]
 
-# The authors' PyTorch code: bCR 1 with T an independent DiffAugment draw, colour sub-ops on their own coins, cutout
-# at p 0.3, R1 0.1 every step, a linear learning-rate warm-up (SPEC.md).
-AUTHORS = {"bcr_real": "1", "bcr_fake": "1", "bcr_mode": "diffaug", "r1_gamma": "0.1", "r1_interval": "1",
-           "lr_warmup_kimg": "10", "augment": "brightness,saturation,contrast,translation,cutout:0.3"}
+# The authors' PyTorch code's objective (SPEC.md), the paper presets' own: on the mnist preset a variant.
+AUTHORS = {key: str(value) for key, value in presets.AUTHORS_OBJECTIVE.items()}
+
+# The paper's training recipe (SPEC.md) on any preset's networks: what vitgan.presets.CALIBRATED replaced.
+PAPER_RECIPE = {"bcr_real": "10", "bcr_fake": "10", "bcr_mode": "shift", "r1_gamma": "0", "lr_warmup_kimg": "0",
+                "augment": "color,translation,cutout,scale", "g_output": "tanh", "g_sln_equalized": "false",
+                "d_head": "linear", "d_mbstd": "false", "g_lr": "2e-3", "d_lr": "2e-3"}
 
 RECIPES = [
-    Variant("preset", {}, "reference", "the mnist preset's recipe"),
+    Variant("preset", {}, "reference", "the preset's own recipe"),
     Variant("before", {"g_sln_equalized": "false", "d_head": "linear"}, "compare",
             "the mnist preset before 2026-11-26: plain SLN layers and a linear D head"),
     Variant("paper-bcr10", {"bcr_real": "10", "bcr_fake": "10", "r1_gamma": "0"}, "compare",
             "the paper's bCR 10 (T a shift of up to 1/8), no R1"),
+    Variant("paper", PAPER_RECIPE, "compare",
+            "the paper's recipe whole: bCR 10, no R1, tanh output, plain SLN, linear D head, no minibatch std, "
+            "lr 0.002"),
     Variant("authors", AUTHORS, "compare", "the authors' code: bCR 1 diffaug, R1 0.1 every step, warm-up, cutout 0.3"),
     Variant("r1-0.1", {"r1_gamma": "0.1"}, "compare", "a tenth of the preset's R1 weight"),
     Variant("sigma-reparam", {"d_norm": "sigma_reparam"}, "compare", "ISN with a learned gain per layer"),
