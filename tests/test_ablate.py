@@ -35,11 +35,19 @@ def test_every_variant_is_a_valid_configuration_of_the_paper():
 def test_verdicts_need_a_difference_beyond_the_spread():
     worse = next(v for v in PAPER if v.name == "no-l2")
     better = next(v for v in PAPER if v.name == "cnn-d")
-    assert _verdict(worse, [50.0, 54.0], [20.0, 22.0]).startswith("yes")
-    assert _verdict(worse, [10.0, 12.0], [20.0, 22.0]).startswith("no")
-    assert _verdict(worse, [21.0, 30.0], [20.0, 22.0]).startswith("inconclusive")
-    assert _verdict(better, [10.0, 11.0], [20.0, 22.0]).startswith("yes")
-    assert _verdict(worse, [30.0], [20.0]).startswith("yes")  # one seed: 10% of the reference is the bar
+    def runs(*fids):  # None: a seed that diverged
+        return [{"digit_fid": f, "diverged": "loss_d became nan" if f is None else None} for f in fids]
+
+    assert _verdict(worse, runs(50.0, 54.0), runs(20.0, 22.0)).startswith("yes")
+    assert _verdict(worse, runs(10.0, 12.0), runs(20.0, 22.0)).startswith("no")
+    assert _verdict(worse, runs(21.0, 30.0), runs(20.0, 22.0)).startswith("inconclusive")
+    assert _verdict(better, runs(10.0, 11.0), runs(20.0, 22.0)).startswith("yes")
+    assert _verdict(worse, runs(30.0), runs(20.0)).startswith("yes")  # one seed: 10% of the reference is the bar
+    # more seeds diverged than the reference's: less stable whatever the FID of the seeds that held
+    assert _verdict(worse, runs(None, 10.0), runs(20.0, 22.0)) == "yes: 1 of 2 seeds diverged, the reference's 0 of 2"
+    assert _verdict(better, runs(None, 10.0), runs(20.0, 22.0)).startswith("no: 1 of 2")
+    assert _verdict(worse, runs(None, 50.0), runs(None, 20.0)).startswith("yes: FID 50.0")  # as often: the FIDs
+    assert _verdict(worse, runs(None), runs(None)).startswith("inconclusive")
 
 
 def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys):
@@ -76,6 +84,33 @@ def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys
     assert "gone.safetensors" in capsys.readouterr().err
     assert main(["ablate", "--kimg", "0"]) == 2 and main(["ablate", "--data", "some/folder"]) == 2
     assert main(["ablate", "--minutes", "0"]) == 2
+
+
+def test_a_diverged_run_is_reported_as_such(tmp_path, monkeypatch):
+    """A run stopped by a NaN is a result (the kimg where it stopped, no FID; less stable than the reference), not a
+    reason to lose the report; the report is written even when the reference itself diverged."""
+    from vitgan import ablate
+
+    boom = ablate.Variant("boom", {"g_lr": "1e30", "d_lr": "1e30"}, "worse", "steps of 1e30 overflow at once")
+    monkeypatch.setitem(ablate.GROUPS, "paper", [PAPER[0], boom])
+    report = tmp_path / "report.md"
+
+    def run(variants, outdir):
+        return main(["ablate", "--variants", variants, "--seeds", "1", "--kimg", "0.016", "--tick", "0.008",
+                     "--samples", "100", "--outdir", str(tmp_path / outdir), "--report", str(report), *SMALL])
+
+    assert run("boom", "runs") == 0
+    lines = (tmp_path / "report" / "results.jsonl").read_text().splitlines()
+    records = {r["variant"]: r for r in map(json.loads, lines)}
+    stopped = records["boom"]
+    assert "became" in stopped["diverged"] and stopped["digit_fid"] is None and stopped["snapshot"] is None
+    assert 0 <= stopped["kimg"] < 0.016 and records["vitgan"]["digit_fid"] > 0
+    text = report.read_text()
+    assert f"diverged at {stopped['kimg']:g} kimg" in text and "yes: 1 of 1 seeds diverged" in text
+    assert (tmp_path / "report" / "samples.png").stat().st_size > 0  # the reference's row alone
+    monkeypatch.setitem(ablate.GROUPS, "paper", [ablate.Variant("vitgan", boom.overrides, "reference")])
+    assert run("vitgan", "again") == 0
+    assert "| vitgan |" in report.read_text() and "diverged at" in report.read_text()
 
 
 def test_a_wall_clock_cap_reaches_every_run():

@@ -13,7 +13,7 @@ import torch
 from test_training import TINY, _train
 
 from vitgan import presets
-from vitgan.cli import main
+from vitgan.cli import EXIT_DIVERGED, main
 from vitgan.training import checkpoint, loss
 from vitgan.training.checkpoint import checksum_path, load_training_state, verify
 
@@ -114,7 +114,7 @@ def test_nan_stops_naming_the_term_and_step_and_keeps_the_last_checkpoint(tmp_pa
     outdir = tmp_path / "runs"
     code = main(["train", "--data", str(digits), "--outdir", str(outdir), *TINY, "--kimg", "0.02", "--tick", "0.008",
                  "--snap", "1"])
-    assert code == 2
+    assert code == EXIT_DIVERGED == 3  # a diverged run is told apart from bad input (2)
     assert _error(capsys) == "vitgan: error: loss_g became nan in step 4 (kimg 0.012)"
     (run,) = outdir.iterdir()
     (state,) = _states(run)  # the tick at 8 images; nothing written after the NaN
@@ -144,7 +144,7 @@ def test_nan_in_a_gradient_or_a_weight_is_named(tmp_path, digits, monkeypatch, c
                 handle.remove()
 
     monkeypatch.setattr(Trainer, "step", poison)
-    assert main(["train", "--data", str(digits), "--outdir", str(tmp_path / "runs"), *TINY, "--kimg", "0.02"]) == 2
+    assert main(["train", "--data", str(digits), "--outdir", str(tmp_path / "runs"), *TINY, "--kimg", "0.02"]) == 3
     assert _error(capsys) in (f"vitgan: error: {term} became inf in step 3 (kimg 0.008)",
                               f"vitgan: error: {term} became nan in step 3 (kimg 0.008)")
 
@@ -165,7 +165,7 @@ def test_nan_rollback_gives_up_after_three(tmp_path, digits, monkeypatch, capsys
     monkeypatch.setattr("vitgan.training.loss.g_nonsaturating_loss", lambda logits: logits.mean() * float("nan"))
     code = main(["train", "--data", str(digits), "--outdir", str(tmp_path / "runs"), *TINY, "--kimg", "0.02",
                  "--nan-policy", "rollback"])
-    assert code == 2
+    assert code == 3
     assert _error(capsys) == "vitgan: error: loss_g became nan in step 1 (kimg 0.000) (gave up after 3 rollbacks)"
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 
 from vitgan import presets
+from vitgan.cli import EXIT_DIVERGED
 from vitgan.config import ConfigError
 from vitgan.fileio import atomic_write
 
@@ -137,7 +139,9 @@ def _run_folder(outdir: Path) -> Path:
 
 
 def run_all(variants: list[Variant], seeds: list[int], args: Any, root: Path) -> list[dict[str, Any]]:
-    """Train every (variant, seed) not already finished under root/runs/, `args.jobs` at a time."""
+    """Train every (variant, seed) not already finished under root/runs/, `args.jobs` at a time. A run stopped by a
+    NaN or inf (`vitgan train`'s exit status EXIT_DIVERGED) is a result with its "diverged" message; a run that
+    failed otherwise is left out, said on the console."""
     queue = [(v, s) for v in variants for s in seeds]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     running: list[tuple[subprocess.Popen, Variant, int, Path]] = []
@@ -163,12 +167,16 @@ def run_all(variants: list[Variant], seeds: list[int], args: Any, root: Path) ->
             if proc.poll() is None:
                 continue
             running.remove(item)
-            if proc.returncode != 0:
-                tail = (outdir / "console.txt").read_text().strip().splitlines()[-1:]
-                print(f"ablate: {variant.name} seed {seed} failed: {' '.join(tail)}", flush=True)
-                continue
-            done.append({"variant": variant, "seed": seed, "run": _run_folder(outdir)})
-            print(f"ablate: finished {variant.name} seed {seed}", flush=True)
+            tail = " ".join((outdir / "console.txt").read_text().strip().splitlines()[-1:])
+            if proc.returncode == EXIT_DIVERGED:  # a NaN or inf: a result of the variant, reported as such
+                done.append({"variant": variant, "seed": seed, "run": _run_folder(outdir),
+                             "diverged": tail.removeprefix("vitgan: error: ")})
+                print(f"ablate: {variant.name} seed {seed} diverged: {tail}", flush=True)
+            elif proc.returncode != 0:
+                print(f"ablate: {variant.name} seed {seed} failed: {tail}", flush=True)
+            else:
+                done.append({"variant": variant, "seed": seed, "run": _run_folder(outdir)})
+                print(f"ablate: finished {variant.name} seed {seed}", flush=True)
     return done
 
 
@@ -203,7 +211,7 @@ def rescore(raw: Path) -> list[dict[str, Any]]:
     """The records of raw/results.jsonl, those that scored G's float outputs (written before 2026-11-27, without
     "pixels") scored again from their snapshots as uint8 pixels, everything else kept; the file is rewritten."""
     records = _rows(raw / "results.jsonl")
-    stale = [r for r in records if r.get("pixels") != "uint8"]
+    stale = [r for r in records if r.get("pixels") != "uint8" and not r.get("diverged")]
     for r in stale:
         if not Path(r["snapshot"]).is_file():
             raise ConfigError(f"report: {r['snapshot']} (the run of {r['variant']} seed {r['seed']}) is gone; its "
@@ -220,7 +228,8 @@ COLLAPSE_AFTER_KIMG = 20.0  # the fewest classes at any tick after this many kim
 
 def measure(results: list[dict[str, Any]], samples: int, raw: Path, command: str) -> list[dict[str, Any]]:
     """One record per finished run (final digit FID on `samples` seeds, classes, kimg, wall-clock, D's norms, the
-    fewest classes at any tick after COLLAPSE_AFTER_KIMG); each run's stats.jsonl copied to raw/stats/. Records of
+    fewest classes at any tick after COLLAPSE_AFTER_KIMG; for a diverged run its message and the kimg where it
+    stopped, without a digit FID); each run's stats.jsonl copied to raw/stats/. Records of
     runs already measured (the same run folder and snapshot) are reused from raw/results.jsonl, and the records of
     other runs there are kept (returned too), so a sweep grows by commands. `command` (the
     ablate command line, its jobs and threads) is kept in each new record for the report's header."""
@@ -230,20 +239,32 @@ def measure(results: list[dict[str, Any]], samples: int, raw: Path, command: str
     for r in results:
         variant, seed, run = r["variant"], r["seed"], r["run"]
         stats = raw / "stats" / f"{variant.name}-seed{seed}.jsonl"
-        shutil.copyfile(run / "stats.jsonl", stats)
+        if (run / "stats.jsonl").exists():
+            shutil.copyfile(run / "stats.jsonl", stats)
+        else:  # diverged before its first tick
+            stats.write_text("")
+        diverged = r.get("diverged")
         old = known.get((variant.name, seed))
-        if old and old.get("snapshot") == str(_snapshot(run)) and old.get("samples") == samples:
+        if (not diverged and old and old.get("snapshot") == str(_snapshot(run))
+                and old.get("samples") == samples):
             records.append(old)
             continue
         rows = [row for row in _rows(stats) if "kimg" in row]
         later = [row["classes"] for row in rows if row["kimg"] > COLLAPSE_AFTER_KIMG and "classes" in row]
-        records.append({
-            "variant": variant.name, "seed": seed, "overrides": variant.overrides, "snapshot": str(_snapshot(run)),
-            "samples": samples, "pixels": "uint8", "kimg": rows[-1]["kimg"], "minutes": rows[-1]["time"] / 60,
-            "sigma": rows[-1].get("d_sigma_max", float("nan")), "grad": rows[-1].get("grad_d", float("nan")),
-            "min_classes_later": min(later) if later else None, **final_digit_fid(_snapshot(run), samples),
-            "command": command,
-        })
+        last = rows[-1] if rows else {}
+        record = {
+            "variant": variant.name, "seed": seed, "overrides": variant.overrides, "samples": samples,
+            "pixels": "uint8", "kimg": last.get("kimg", 0.0), "minutes": last.get("time", 0.0) / 60,
+            "sigma": last.get("d_sigma_max", float("nan")), "grad": last.get("grad_d", float("nan")),
+            "min_classes_later": min(later) if later else None, "command": command,
+        }
+        if diverged:  # no final generator to measure: where and how it stopped
+            at = re.search(r"\(kimg ([0-9.]+)\)", diverged)
+            record.update(diverged=diverged, kimg=float(at.group(1)) if at else record["kimg"], snapshot=None,
+                          digit_fid=None, classes=None)
+        else:
+            record.update(snapshot=str(_snapshot(run)), **final_digit_fid(_snapshot(run), samples))
+        records.append(record)
     measured = {(r["variant"], r["seed"]) for r in records}
     records = [r for key, r in known.items() if key not in measured] + records  # earlier runs' records stay
     text = "".join(json.dumps(r) + "\n" for r in records)
@@ -276,14 +297,16 @@ def _plot(records: list[dict[str, Any]], raw: Path, key: str, ylabel: str, out: 
     if log:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    if labelled:
+        ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
 
 def _sample_sheet(results: list[dict[str, Any]], out: Path) -> None:
-    """One row of 16 samples (fixed seeds) per variant, from each variant's first seed, labelled."""
+    """One row of 16 samples (fixed seeds) per variant, from each variant's first seed that did not diverge, labelled;
+    nothing when every run diverged."""
     from PIL import Image, ImageDraw
 
     from vitgan.images import grid_array
@@ -292,11 +315,13 @@ def _sample_sheet(results: list[dict[str, Any]], out: Path) -> None:
 
     rows, names = [], []
     for r in results:
-        if r["seed"] != results[0]["seed"]:
+        if r.get("diverged") or r["variant"].name in names:
             continue
         generator = load(_snapshot(r["run"]))
         rows.append(grid_array(generate(generator, latents(range(16), generator.z_dim)), nrow=16))
         names.append(r["variant"].name)
+    if not rows:
+        return
     label_width = 110
     height = rows[0].shape[0]
     sheet = Image.new("RGB", (label_width + rows[0].shape[1], height * len(rows)), "white")
@@ -326,7 +351,7 @@ def write_report(records: list[dict[str, Any]], variants: list[Variant], header:
     for r in records:
         by_variant.setdefault(r["variant"], []).append(r)
     known = {v.name: v for v in variants}
-    reference = [r["digit_fid"] for r in by_variant.get(variants[0].name, [])]
+    reference = by_variant.get(variants[0].name, [])
     folder = raw.name
     lines = [
         header,
@@ -344,17 +369,20 @@ def write_report(records: list[dict[str, Any]], variants: list[Variant], header:
     verdicts = []
     for name, runs in by_variant.items():
         variant = known.get(name, Variant(name, runs[0]["overrides"], "compare"))
-        fids = [r["digit_fid"] for r in runs]
+        fids = [r["digit_fid"] for r in runs if not r.get("diverged")]
         changes = (", ".join(f"{k}={v}" for k, v in variant.overrides.items())
                    or ("(none: the reference)" if variant.claim == "reference" else "(none)"))
-        verdict = _verdict(variant, fids, reference)
+        verdict = _verdict(variant, runs, reference)
         verdicts.append((variant, verdict))
         fewest = [r["min_classes_later"] for r in runs if r["min_classes_later"] is not None]
+        per_seed = ", ".join(f"diverged at {r['kimg']:g} kimg" if r.get("diverged") else f"{r['digit_fid']:.1f}"
+                             for r in runs)
         lines.append(
             f"| {name} | {changes} | {_spread([r['kimg'] for r in runs])} | {_spread([r['minutes'] for r in runs])} | "
-            f"{_spread(fids)} | {statistics.median(fids):.1f} | {', '.join(f'{f:.1f}' for f in fids)} | "
-            f"{', '.join(str(r['classes']) for r in runs)} | {min(fewest) if fewest else '-'} | "
-            f"{_spread([r['sigma'] for r in runs])} | {variant.claim}: {variant.why} | {verdict} |")
+            f"{_spread(fids) if fids else '-'} | {f'{statistics.median(fids):.1f}' if fids else '-'} | {per_seed} | "
+            f"{', '.join('-' if r.get('diverged') else str(r['classes']) for r in runs)} | "
+            f"{min(fewest) if fewest else '-'} | {_spread([r['sigma'] for r in runs])} | {variant.claim}: "
+            f"{variant.why} | {verdict} |")
     lines += [
         "",
         f"![digit FID against kimg]({folder}/fid.png)",
@@ -375,8 +403,10 @@ def write_report(records: list[dict[str, Any]], variants: list[Variant], header:
     for variant, verdict in verdicts[1:]:
         lines.append(f"- **{variant.name}** ({variant.why or 'no claim'}): {verdict}.")
     lines += ["", "A verdict needs the two means to differ by more than the larger spread over seeds (or, with one "
-              "seed, by more than 10%); otherwise it is 'inconclusive'. Every variant sees the same number of images; "
-              "the wall-clock differs with each variant's cost per image."]
+              "seed, by more than 10%); otherwise it is 'inconclusive'. A variant with more seeds stopped by a NaN or "
+              "inf ('diverged', its FID over the seeds that held) than the reference is less stable, whatever its "
+              "FID. Every variant sees the same number of images; the wall-clock differs with each variant's cost "
+              "per image."]
     text = "\n".join(lines) + "\n"
     if report.exists() and HAND_WRITTEN in report.read_text():  # a reading written by hand is kept
         text += "\n" + HAND_WRITTEN + report.read_text().split(HAND_WRITTEN, 1)[1]
@@ -384,15 +414,30 @@ def write_report(records: list[dict[str, Any]], variants: list[Variant], header:
     return text
 
 
-def _verdict(variant: Variant, fids: list[float], reference: list[float]) -> str:
+def _verdict(variant: Variant, runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> str:
+    """The variant against the reference: more diverged seeds first (less stable), else the mean final digit FIDs
+    over the seeds that held, told apart only beyond the larger spread over seeds (10% of the reference's with one
+    seed)."""
     if variant.claim == "reference" or not reference:
         return "reference"
-    mine, ref = statistics.fmean(fids), statistics.fmean(reference)
-    noise = max([statistics.stdev(x) for x in (fids, reference) if len(x) > 1], default=0.1 * ref)
+    diverged, ref_diverged = (sum(bool(r.get("diverged")) for r in x) for x in (runs, reference))
+    if diverged / len(runs) > ref_diverged / len(reference):
+        return _judged(variant, f"{diverged} of {len(runs)} seeds diverged, the reference's {ref_diverged} of "
+                                f"{len(reference)}", worse=True)
+    fids = [r["digit_fid"] for r in runs if not r.get("diverged")]
+    ref_fids = [r["digit_fid"] for r in reference if not r.get("diverged")]
+    if not fids or not ref_fids:
+        return f"inconclusive ({diverged} of {len(runs)} seeds diverged, the reference's {ref_diverged})"
+    mine, ref = statistics.fmean(fids), statistics.fmean(ref_fids)
+    noise = max([statistics.stdev(x) for x in (fids, ref_fids) if len(x) > 1], default=0.1 * ref)
     if abs(mine - ref) <= noise:
         return f"inconclusive (FID {mine:.1f} vs {ref:.1f}, within the spread)"
     worse = mine > ref
-    direction = f"FID {mine:.1f} vs the reference's {ref:.1f} ({'worse' if worse else 'better'})"
+    return _judged(variant, f"FID {mine:.1f} vs the reference's {ref:.1f} ({'worse' if worse else 'better'})", worse)
+
+
+def _judged(variant: Variant, direction: str, worse: bool) -> str:
+    """`direction` as it is for a variant without a claim, else prefixed with whether it bears the paper's claim out."""
     if variant.claim == "compare":
         return direction
     return f"{'yes' if worse == (variant.claim == 'worse') else 'no'}: {direction}"
@@ -426,7 +471,7 @@ def ablate(args: Any) -> Path:
             raise ConfigError(f"report: no recorded runs of these variants in {raw / 'results.jsonl'}")
     else:
         results = run_all(variants, args.seed_list, args, Path(args.outdir))
-        if not any(r["variant"] is variants[0] for r in results):
+        if not any(r["variant"] is variants[0] for r in results):  # diverged runs are results; a crash is not
             raise ConfigError(f"variants: the {variants[0].name} reference run failed; see its console.txt")
         results.sort(key=lambda r: (order.index(r["variant"].name), r["seed"]))
         command = (f"vitgan ablate {' '.join(args.argv)}` ({args.jobs} runs at a time with {args.threads} CPU "
@@ -437,7 +482,7 @@ def ablate(args: Any) -> Path:
     commands = list(dict.fromkeys(r["command"] for r in records))
     header = "\n".join([
         f"# {'Recipe sweep' if args.group == 'recipe' else 'Ablation'} at small scale: every variant at "
-        f"{records[0]['kimg']:g} kimg",
+        f"{max(r['kimg'] for r in records):g} kimg",
         "",
         f"Every variant trained the `{args.preset}` preset on `{args.data}` for the same number of images, seeds "
         f"{', '.join(str(s) for s in dict.fromkeys(r['seed'] for r in records))}; the runs come from "

@@ -469,6 +469,9 @@ def _rerun_with_runtime_env() -> None:
         os.execv(sys.executable, [sys.executable, "-m", "vitgan", *sys.argv[1:]])
 
 
+EXIT_DIVERGED = 3  # the exit status of a run stopped by a NaN or inf (2: bad input; 1 under torchrun: a lost rank)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # the command's own arguments, for reports
@@ -479,7 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args) or 0  # a command returns an exit code, or None for 0
         finished = True
-    except (ConfigError, DataError, CheckpointError, InceptionError, FloatingPointError) as error:
+    except FloatingPointError as error:  # training diverged (a NaN or inf): a result, not bad input
+        print(f"vitgan: error: {one_line(str(error))}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (ConfigError, DataError, CheckpointError, InceptionError) as error:
         print(f"vitgan: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a read-only folder, a missing permission: the file and the reason
