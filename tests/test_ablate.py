@@ -86,7 +86,7 @@ def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys
     assert main(["ablate", "--minutes", "0"]) == 2
 
 
-def test_a_diverged_run_is_reported_as_such(tmp_path, monkeypatch):
+def test_a_diverged_run_is_reported_as_such(tmp_path, monkeypatch, capsys):
     """A run stopped by a NaN is a result (the kimg where it stopped, no FID; less stable than the reference), not a
     reason to lose the report; the report is written even when the reference itself diverged."""
     from vitgan import ablate
@@ -108,6 +108,9 @@ def test_a_diverged_run_is_reported_as_such(tmp_path, monkeypatch):
     text = report.read_text()
     assert f"diverged at {stopped['kimg']:g} kimg" in text and "yes: 1 of 1 seeds diverged" in text
     assert (tmp_path / "report" / "samples.png").stat().st_size > 0  # the reference's row alone
+    capsys.readouterr()
+    assert run("boom", "runs") == 0 and "started" not in capsys.readouterr().out  # a diverged run is not redone
+    assert json.loads((tmp_path / "report" / "results.jsonl").read_text().splitlines()[-1]) == stopped
     monkeypatch.setitem(ablate.GROUPS, "paper", [ablate.Variant("vitgan", boom.overrides, "reference")])
     assert run("vitgan", "again") == 0
     assert "| vitgan |" in report.read_text() and "diverged at" in report.read_text()

@@ -140,10 +140,14 @@ def _run_folder(outdir: Path) -> Path:
     return sorted(p for p in outdir.iterdir() if p.is_dir())[-1]
 
 
+DIVERGED = "diverged.txt"  # in a run's folder: the message of the NaN or inf that stopped it
+
+
 def run_all(variants: list[Variant], seeds: list[int], args: Any, root: Path) -> list[dict[str, Any]]:
     """Train every (variant, seed) not already finished under root/runs/, `args.jobs` at a time. A run stopped by a
-    NaN or inf (`vitgan train`'s exit status EXIT_DIVERGED) is a result with its "diverged" message; a run that
-    failed otherwise is left out, said on the console."""
+    NaN or inf (`vitgan train`'s exit status EXIT_DIVERGED) is a result with its "diverged" message, kept in its
+    folder's DIVERGED file so that a later sweep reuses it; a run that failed otherwise is left out, said on the
+    console."""
     queue = [(v, s) for v in variants for s in seeds]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     running: list[tuple[subprocess.Popen, Variant, int, Path]] = []
@@ -155,6 +159,10 @@ def run_all(variants: list[Variant], seeds: list[int], args: Any, root: Path) ->
             outdir = root / "runs" / f"{variant.name}-seed{seed}"
             if list(outdir.glob("*/network-snapshot-*.safetensors")):  # finished earlier: reuse it
                 done.append({"variant": variant, "seed": seed, "run": _run_folder(outdir)})
+                continue
+            if (outdir / DIVERGED).exists():  # diverged earlier: the same seed diverges again
+                done.append({"variant": variant, "seed": seed, "run": _run_folder(outdir),
+                             "diverged": (outdir / DIVERGED).read_text().strip()})
                 continue
             outdir.mkdir(parents=True, exist_ok=True)
             log = open(outdir / "console.txt", "w")  # noqa: SIM115 - closed when the run ends
@@ -171,8 +179,9 @@ def run_all(variants: list[Variant], seeds: list[int], args: Any, root: Path) ->
             running.remove(item)
             tail = " ".join((outdir / "console.txt").read_text().strip().splitlines()[-1:])
             if proc.returncode == EXIT_DIVERGED:  # a NaN or inf: a result of the variant, reported as such
-                done.append({"variant": variant, "seed": seed, "run": _run_folder(outdir),
-                             "diverged": tail.removeprefix("vitgan: error: ")})
+                message = tail.removeprefix("vitgan: error: ")
+                atomic_write(outdir / DIVERGED, lambda tmp, text=message: Path(tmp).write_text(text + "\n"))
+                done.append({"variant": variant, "seed": seed, "run": _run_folder(outdir), "diverged": message})
                 print(f"ablate: {variant.name} seed {seed} diverged: {tail}", flush=True)
             elif proc.returncode != 0:
                 print(f"ablate: {variant.name} seed {seed} failed: {tail}", flush=True)
