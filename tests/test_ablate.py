@@ -68,8 +68,10 @@ def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys
     report.write_text(report.read_text() + "\n" + HAND_WRITTEN + "\nA reading.\n")
     assert main(args) == 0  # finished runs are reused, not retrained, and not measured again
     assert capsys.readouterr().out.count("started") == 2
+    (report.parent / "ablation" / "samples.png").unlink()
     assert main(["ablate", "--report-only", "--variants", "vanilla", "--report", str(report)]) == 0
     assert report.read_text().endswith(HAND_WRITTEN + "\nA reading.\n")
+    assert (report.parent / "ablation" / "samples.png").stat().st_size > 0  # drawn again from the snapshots
     # a record of the older measure (G's float outputs, no "pixels") is scored again from its snapshot
     raw = report.parent / "ablation" / "results.jsonl"
     old = [{**r, "digit_fid": 999.0} for r in records]
@@ -114,6 +116,17 @@ def test_a_diverged_run_is_reported_as_such(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(ablate.GROUPS, "paper", [ablate.Variant("vitgan", boom.overrides, "reference")])
     assert run("vitgan", "again") == 0
     assert "| vitgan |" in report.read_text() and "diverged at" in report.read_text()
+
+
+def test_a_sample_sheet_is_kept_when_a_snapshot_is_gone(tmp_path):
+    """A report regenerated where the runs are not (a clean clone) keeps its committed sample sheet."""
+    from vitgan.ablate import _sample_sheet
+
+    sheet = tmp_path / "samples.png"
+    sheet.write_bytes(b"committed")
+    _sample_sheet([{"variant": "vitgan", "snapshot": str(tmp_path / "gone.safetensors")}], sheet)
+    _sample_sheet([{"variant": "boom", "snapshot": None, "diverged": "loss_d became nan"}], sheet)
+    assert sheet.read_bytes() == b"committed"
 
 
 def test_a_wall_clock_cap_reaches_every_run():

@@ -315,24 +315,27 @@ def _plot(records: list[dict[str, Any]], raw: Path, key: str, ylabel: str, out: 
     plt.close(fig)
 
 
-def _sample_sheet(results: list[dict[str, Any]], out: Path) -> None:
-    """One row of 16 samples (fixed seeds) per variant, from each variant's first seed that did not diverge, labelled;
-    nothing when every run diverged."""
+def _sample_sheet(records: list[dict[str, Any]], out: Path) -> None:
+    """One row of 16 samples (fixed seeds) per variant, from each variant's first seed with a snapshot (one that did
+    not diverge), labelled. Left as it is unless every variant with such a seed still has its snapshot on disk (a
+    report regenerated elsewhere keeps its committed sheet)."""
     from PIL import Image, ImageDraw
 
     from vitgan.images import grid_array
     from vitgan.sampling import generate, latents
     from vitgan.training.checkpoint import load
 
-    rows, names = [], []
-    for r in results:
-        if r.get("diverged") or r["variant"].name in names:
-            continue
-        generator = load(_snapshot(r["run"]))
-        rows.append(grid_array(generate(generator, latents(range(16), generator.z_dim)), nrow=16))
-        names.append(r["variant"].name)
-    if not rows:
+    first: dict[str, str] = {}
+    for r in records:
+        if r.get("snapshot"):
+            first.setdefault(r["variant"], r["snapshot"])
+    if not first or not all(Path(snapshot).is_file() for snapshot in first.values()):
         return
+    rows, names = [], []
+    for name, snapshot in first.items():
+        generator = load(Path(snapshot))
+        rows.append(grid_array(generate(generator, latents(range(16), generator.z_dim)), nrow=16))
+        names.append(name)
     label_width = 110
     height = rows[0].shape[0]
     sheet = Image.new("RGB", (label_width + rows[0].shape[1], height * len(rows)), "white")
@@ -404,7 +407,8 @@ def write_report(records: list[dict[str, Any]], variants: list[Variant], header:
         f"![D's largest singular value]({folder}/d_sigma.png)",
         f"![D's gradient norm]({folder}/d_grad.png)",
         "",
-        "Samples of each variant's final EMA generator (first seed, seeds 0-15 of the latent):",
+        "Samples of each variant's final EMA generator (its first seed that did not diverge, seeds 0-15 of the "
+        "latent):",
         "",
         f"![samples per variant]({folder}/samples.png)",
         "",
@@ -488,8 +492,8 @@ def ablate(args: Any) -> Path:
         command = (f"vitgan ablate {' '.join(args.argv)}` ({args.jobs} runs at a time with {args.threads} CPU "
                    f"thread(s) each, {torch.__version__}, {_machine()}, {time.strftime('%Y-%m-%d')}")
         records = [r for r in measure(results, args.samples, raw, command) if r["variant"] in order]
-        _sample_sheet(results, raw / "samples.png")
     records.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
+    _sample_sheet(records, raw / "samples.png")
     commands = list(dict.fromkeys(r["command"] for r in records))
     header = "\n".join([
         f"# {'Recipe sweep' if args.group == 'recipe' else 'Ablation'} at small scale: every variant at "
