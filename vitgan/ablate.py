@@ -102,6 +102,8 @@ RECIPES = [
             "a longer EMA (half-life 10 kimg, at most a fifth of the images seen): G itself trains as the preset's"),
     Variant("batch-8", {"batch": "8"}, "compare",
             "batch 8 at the same learning rate: twice the optimiser steps per image (batch 32 did worse at 20 kimg)"),
+    Variant("batch-4", {"batch": "4"}, "compare",
+            "batch 4 (one minibatch-std group) at the same learning rate: four times the optimiser steps per image"),
     Variant("ada", {"ada_target": "0.6", "augment_p": "0"}, "compare",
             "adaptive augmentation (ADA): p starts at 0 and rises only while D's sign on reals exceeds 0.6"),
 ]
