@@ -58,7 +58,7 @@ PAPER = [
 # The authors' PyTorch code's objective (SPEC.md), the paper presets' own: on the mnist preset a variant.
 AUTHORS = {key: str(value) for key, value in presets.AUTHORS_OBJECTIVE.items()}
 
-# The paper's training recipe (SPEC.md) on any preset's networks: what vitgan.presets.CALIBRATED replaced.
+# The paper's training recipe (SPEC.md) on any preset's networks: what the presets' own recipes replaced.
 PAPER_RECIPE = {"bcr_real": "10", "bcr_fake": "10", "bcr_mode": "shift", "r1_gamma": "0", "lr_warmup_kimg": "0",
                 "augment": "color,translation,cutout,scale", "g_output": "tanh", "g_sln_equalized": "false",
                 "d_head": "linear", "d_mbstd": "false", "g_lr": "2e-3", "d_lr": "2e-3"}

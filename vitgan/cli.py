@@ -482,12 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args) or 0  # a command returns an exit code, or None for 0
         finished = True
-    except FloatingPointError as error:  # training diverged (a NaN or inf): a result, not bad input
+    except (ConfigError, DataError, CheckpointError, InceptionError, FloatingPointError) as error:
         print(f"vitgan: error: {one_line(str(error))}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except (ConfigError, DataError, CheckpointError, InceptionError) as error:
-        print(f"vitgan: error: {one_line(str(error))}", file=sys.stderr)
-        return 2
+        return EXIT_DIVERGED if isinstance(error, FloatingPointError) else 2  # a NaN or inf is a result, not bad input
     except OSError as error:  # a full disk, a read-only folder, a missing permission: the file and the reason
         where = f"{error.filename}: " if error.filename else ""
         print(f"vitgan: error: {one_line(f'{where}{error.strerror or error}')}", file=sys.stderr)
