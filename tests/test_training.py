@@ -40,6 +40,9 @@ def test_train_leaves_a_complete_run_folder(tmp_path, digits):
     for key in (*TERMS, "sec_per_kimg", "img_per_sec", "g_z_std"):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert all(r["bcr_real"] > 0 and r["bcr_fake"] > 0 for r in rows)  # the consistency terms are active here
+    # the per-tick work (grids, plots, ...) of the previous tick's end: real, and inside the time between rows
+    times = [0.0] + [r["time"] for r in rows]  # (the start's grid comes before the first row)
+    assert all(0 < r["maintenance_s"] <= t1 - t0 for r, t0, t1 in zip(rows, times[:-1], times[1:], strict=True))
     assert len(list(run.glob("fakes-*.png"))) == 4  # the start and one per tick
     snapshots = sorted(run.glob("network-snapshot-*.safetensors"))
     assert [s.name for s in snapshots] == ["network-snapshot-000000016.safetensors",

@@ -139,11 +139,12 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     tick_nimg = max(round(opts.tick_kimg * 1000), 1)
     start_time, start_nimg = time.time(), trainer.cur_nimg
     tick_start_time, tick_start_nimg = start_time, trainer.cur_nimg
+    maintenance_s = 0.0  # the previous end_tick's own time: the per-tick work off the training steps
     sums: dict[str, float] = {}
 
     def end_tick(final: bool) -> None:
         """Status line, stats.jsonl row, sample grid, loss plot, TensorBoard; a checkpoint every `snap` ticks."""
-        nonlocal tick_start_time, tick_start_nimg, last_good
+        nonlocal tick_start_time, tick_start_nimg, last_good, maintenance_s
         now = time.time()
         measured = {}
         if evaluator is not None and trainer.cur_nimg > tick_start_nimg and (final or
@@ -165,6 +166,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
             rate = (trainer.cur_nimg - start_nimg) / max(now - start_time, 1e-9)
             row["sec_per_kimg"] = (now - tick_start_time) / ((trainer.cur_nimg - tick_start_nimg) / 1000)
             row["img_per_sec"] = rate
+            row["maintenance_s"] = maintenance_s
             row.update({key: value / steps for key, value in sums.items()})
             row["g_z_std"] = float(images.std(dim=0).mean())  # G_ema's per-pixel spread across z
             row["d_sigma_max"] = max(largest_singular_values(trainer.D).values())  # D's instability signal
@@ -181,6 +183,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
             last_good = trainer.save(run_dir, keep_states=opts.keep)
             log(f"saved {last_good.name} and network-snapshot-{trainer.cur_nimg:09d}.safetensors")
         tick_start_time, tick_start_nimg = time.time(), trainer.cur_nimg
+        maintenance_s = tick_start_time - now
 
     def roll_back(error: NonFiniteError) -> None:
         """--nan-policy rollback: back to the last good state with half the learning rates, or give up."""
