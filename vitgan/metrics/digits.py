@@ -38,6 +38,7 @@ class DigitClassifier(nn.Module):
         self.fc = nn.Linear(128, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout on CPUs: 1.5x here, same math
         for i, conv in enumerate(self.convs):
             x = F.relu(conv(x))
             if i in (1, 3):
@@ -54,11 +55,11 @@ def load_classifier(path: str | Path = WEIGHTS) -> DigitClassifier:
         raise FileNotFoundError(f"{path}: digit classifier weights missing; run benchmarks/train_digit_classifier.py")
     net = DigitClassifier()
     net.load_state_dict(load_file(str(path)))
-    return net.eval()
+    return net.to(memory_format=torch.channels_last).eval()
 
 
 @torch.no_grad()
-def classify(net: DigitClassifier, images: torch.Tensor, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def classify(net: DigitClassifier, images: torch.Tensor, batch: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """(features (N, 128), class probabilities (N, 10)) for images (N, 1, 32, 32), uint8 or float in [-1, 1].
 
     Float images are first quantised as a PNG would hold them (clipped to [-1, 1], rounded to 256 levels), as

@@ -259,7 +259,7 @@ class Trainer:
             self.loss.augment_p = ada_adjust(self.cfg, self.loss.augment_p, r, self.cfg.batch * len(self.ada_r))
             self.ada_r = []
 
-    def samples(self, z: torch.Tensor, batch: int = 250) -> torch.Tensor:
+    def samples(self, z: torch.Tensor, batch: int = 125) -> torch.Tensor:
         """G_ema's images for latents z in the run's precision: the per-tick grid and digit FID (`vitgan eval` and
         `vitgan generate` run in fp32)."""
         with self.autocast():
