@@ -171,10 +171,22 @@ def test_local_ranks_share_the_batch_in_whole_minibatch_std_groups():
     assert local_ranks(cfg, RunOptions(device="cpu", batch_gpu=8), 2, launched=False) == 1
     assert local_ranks(cfg, opts, 2, launched=True) == 1  # a rank itself never starts more
     assert local_ranks(cfg.replace(kimg=1.0), RunOptions(device="cpu", ranks=2), 1, launched=False) == 2  # pinned
+    # with AMX tiles one process of all the threads did as much or more (benchmarks/README.md); --ranks still pins
+    assert local_ranks(cfg, opts, 2, launched=False, amx=True) == 1
+    assert local_ranks(cfg, RunOptions(device="cpu", ranks=2), 2, launched=False, amx=True) == 2
     with pytest.raises(ConfigError, match=r"^ranks: 3 ranks cannot share batch 16"):
         local_ranks(cfg, RunOptions(device="cpu", ranks=3), 4, launched=False)
     assert available_cores({"OMP_NUM_THREADS": "1"}) == 1  # each of `vitgan ablate`'s one-thread runs
     assert available_cores({}) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU flags Linux lists")
+def test_amx_probe_agrees_with_the_cpu_flags():
+    from vitgan.training.device import has_amx
+
+    flags = {flag for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+             for flag in line.split(":", 1)[1].split()}
+    assert has_amx() == ("amx_tile" in flags)
 
 
 def test_train_starts_its_local_ranks_and_they_share_the_per_tick_digit_fid(tmp_path):

@@ -20,6 +20,7 @@ from vitgan.data import DataError
 from vitgan.metrics.inception import WEIGHTS_NAME, InceptionError
 from vitgan.training import distributed
 from vitgan.training.checkpoint import CheckpointError
+from vitgan.training.device import has_amx
 from vitgan.training.options import RunOptions, available_cores, local_ranks
 
 
@@ -134,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     opts.check()
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
     cores = available_cores()
-    ranks = local_ranks(cfg, opts, cores, launched=distributed.launched())
+    ranks = local_ranks(cfg, opts, cores, launched=distributed.launched(), amx=has_amx())
     if distributed.launched() and os.environ.get(LOCAL_RANK_MARK):
         die_with_parent()
     if args.dry_run:  # everything a run checks before it starts, the data included, then stop

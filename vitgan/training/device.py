@@ -40,6 +40,12 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return auto_precision(device.type, torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel's matrix units; torch's own probe, absent from older builds)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe is not None and probe())
+
+
 def precision_name(amp: torch.dtype | None) -> str:
     """The `--precision` name of an autocast dtype (None: fp32), for logs and records."""
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")

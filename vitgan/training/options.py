@@ -110,15 +110,16 @@ def available_cores(environ: Mapping[str, str] | None = None) -> int:
     return max(1, min(cores, int(threads))) if threads.isdigit() else cores
 
 
-def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool) -> int:
+def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool, amx: bool = False) -> int:
     """How many local data-parallel processes a run starts (1: this process trains alone).
 
     Each rank's share of the batch must be a whole multiple of D's unit (`Config.d_unit`: the pack times the
     minibatch-std group where D has one), so that the ranks compute exactly what one process does. `--ranks` pins
-    the number; by default a long CPU run takes the most ranks up to `cores` that share its batch so. Measured
-    (benchmarks/README.md, "The default demo's speed"): on a 2-core CPU without AMX two 1-thread processes did about
-    twice the work of one 2-thread process; on the 2-core AMX machine they train as fast as one process (77.1
-    against 76.7 img/s). Under a launcher it is 1.
+    the number; by default a long CPU run takes the most ranks up to `cores` that share its batch so, except on a
+    CPU with AMX tiles (`amx`), where it stays one process of all the threads. Measured (benchmarks/README.md, "The
+    default demo's speed"): on a 2-core CPU without AMX two 1-thread processes did about twice the work of one
+    2-thread process; on the 2-core AMX machine one 2-thread process did as much or more (76.7 against 77.1, 69.4
+    against 63.5, 84.7 against 78.0 img/s in three runs). Under a launcher it is 1.
     """
     if launched:
         return 1
@@ -135,6 +136,6 @@ def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool) ->
             raise ConfigError(f"ranks: {opts.ranks} ranks cannot share batch {cfg.batch} in whole multiples of "
                               f"{cfg.d_unit} images (D's pack times its minibatch-std group)")
         return opts.ranks
-    if opts.batch_gpu is not None or not long_cpu_run(cfg, device):
+    if opts.batch_gpu is not None or not long_cpu_run(cfg, device) or amx:
         return 1
     return max(n for n in range(1, cores + 1) if fits(n))
