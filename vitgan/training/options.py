@@ -55,9 +55,9 @@ class RunOptions:
                                   "compiling fails goes on without it")
     ranks: int | None = option(None, "on a CPU: local data-parallel processes that share every batch, the cores "
                                "split between them (`vitgan train` starts them through torchrun; the same training "
-                               f"as one process). By default, for runs of at least {AUTO_COMPILE_KIMG:g} kimg, as "
-                               "many as the cores allow with each rank's share of the batch a multiple of the "
-                               "minibatch-std group; 1: one process with every core")
+                               f"as one process). By default, for runs of at least {AUTO_COMPILE_KIMG:g} kimg on a "
+                               "CPU without AMX, as many as the cores allow with each rank's share of the batch a "
+                               "multiple of the minibatch-std group (with AMX: 1); 1: one process with every core")
     batch_gpu: int | None = option(None, "images per device per round; --batch (the total over all ranks) is reached "
                                    "by gradient accumulation when larger (default: --batch / ranks, one round)")
     dist_timeout: float = option(600.0, "under torchrun: seconds a collective waits for a lost rank before the job "
