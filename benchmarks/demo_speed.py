@@ -1,14 +1,15 @@
 """The default CPU demo's training speed, now against an earlier commit, on this machine in one run.
 
-    python benchmarks/demo_speed.py [--baseline e0c3a23] [--minutes 4] [--also '--ranks 1'] [--bench]
+    python benchmarks/demo_speed.py [--baseline e0c3a23] [--minutes 4] [--also '--ranks 2'] [--bench]
 
 Each version runs `vitgan train --minutes M` exactly as a new user would (the `mnist` preset on the bundled digits,
 its own defaults: threads, precision, compiling, OpenMP and malloc settings), from a checkout of the baseline commit
-(a temporary git worktree) and from this working tree, one after the other. From each run's stats.jsonl: the kimg
-reached in M minutes, the steady rate (images per second over the ticks after the first, which holds any
-compiling) and, where the version logs it (`maintenance_s`), the share of that time spent in the per-tick work
-(digit FID, grids, plots, checkpoints). One JSON line per version, with the machine's fp32 and bf16 GEMM rates
-measured alone in the same run, is appended to benchmarks/results/demo_speed.jsonl.
+(a temporary git worktree) and from this working tree, one after the other; `--also` adds this tree with other train
+arguments (e.g. the layout the machine does not default to: `--ranks 2` on a CPU with AMX, `--ranks 1` without).
+From each run's stats.jsonl: the kimg reached in M minutes, the steady rate (images per second over the ticks after
+the first, which holds any compiling) and, where the version logs it (`maintenance_s`), the share of that time spent
+in the per-tick work (digit FID, grids, plots, checkpoints). One JSON line per version, with the machine's fp32 and
+bf16 GEMM rates measured alone in the same run, is appended to benchmarks/results/demo_speed.jsonl.
 
 --bench also runs `vitgan bench` in both trees, one after the other: the `cifar10` iteration at batch 64 in fp32 and
 bf16 with the *baseline's* cifar10 configuration in both (this tree's preset has since changed recipe, so it gets
@@ -84,8 +85,9 @@ def benches(versions: list[tuple[str, Path, bool]], flags: list[str], tmp: Path)
     for name, tree, current in versions:
         cifar = ["--preset", "cifar10", "--batch", "64", *(flags if current else [])]
         mnist = ["--preset", "mnist", "--batch", "16", "--precision", "bf16", *(["--compile"] if current else [])]
-        for what, args in (("cifar10 fp32", [*cifar, "--precision", "fp32"]), ("cifar10 bf16", [*cifar, "--precision",
-                           "bf16"]), ("mnist bf16", mnist)):
+        runs = {"cifar10 fp32": [*cifar, "--precision", "fp32"], "cifar10 bf16": [*cifar, "--precision", "bf16"],
+                "mnist bf16": mnist}
+        for what, args in runs.items():
             out = tmp / f"bench-{len(rows)}.jsonl"
             vitgan(tree, "bench", *args, "--out", str(out))
             row = {"version": name, "bench": what, "flags": args, **json.loads(out.read_text().splitlines()[-1]),
