@@ -103,7 +103,7 @@ def main() -> int:
     parser.add_argument("--baseline", default="e0c3a23")
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--also", action="append", default=[], metavar="ARGS",
-                        help="run this tree once more with these train arguments, e.g. --also '--ranks 1' (repeatable)")
+                        help="run this tree once more with these train arguments, e.g. --also '--ranks 2' (repeatable)")
     parser.add_argument("--bench", action="store_true", help="also bench the cifar10 and mnist iterations in both")
     args = parser.parse_args()
     import torch
