@@ -61,35 +61,38 @@ def main() -> int:
     from vitgan import presets
     from vitgan.bench import _device_name, count_flops, gemm_gflops
     from vitgan.data import load_mnist5k
+    from vitgan.training.device import resolve_precision
     from vitgan.training.trainer import Trainer, images_per_step
 
     cpu = torch.device("cpu")
     cfg = presets.get("mnist")
     data = load_mnist5k()
     cycle = cfg.r1_interval if cfg.r1_gamma > 0 else 1
+
+    def two_cycles(trainer: Trainer) -> float:
+        """Seconds for two lazy-R1 cycles of steps."""
+        start = time.perf_counter()
+        for _ in range(2 * cycle):
+            trainer.step()
+        return time.perf_counter() - start
+
     plain_compile = torch.compile
     trainers, warmup_s = {}, {}
     for name in names:
         mode, compiled, precision = VARIANTS[name]
         torch.compile = functools.partial(plain_compile, mode=mode) if mode else plain_compile
         try:
-            trainer = Trainer(cfg, data, cpu, torch.bfloat16 if precision == "bf16" else None, preset="mnist",
-                              compile=compiled, seed=0)
+            trainer = Trainer(cfg, data, cpu, resolve_precision(precision, cpu), preset="mnist", compile=compiled,
+                              seed=0)
         finally:
             torch.compile = plain_compile
-        start = time.perf_counter()
-        for _ in range(2 * cycle):
-            trainer.step()
-        warmup_s[name] = round(time.perf_counter() - start, 1)
+        warmup_s[name] = round(two_cycles(trainer), 1)
         print(f"{name}: warm-up (compiling) {warmup_s[name]} s", flush=True)
         trainers[name] = trainer
     rounds: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds):
         for name, trainer in trainers.items():
-            start = time.perf_counter()
-            for _ in range(2 * cycle):
-                trainer.step()
-            rounds[name].append((time.perf_counter() - start) / (2 * cycle))
+            rounds[name].append(two_cycles(trainer) / (2 * cycle))  # per step
 
     trainer = trainers["default"]
     with profile(activities=[ProfilerActivity.CPU]):  # the profiler's own start-up, not counted
