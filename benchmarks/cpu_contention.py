@@ -41,7 +41,7 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from vitgan.bench import gemm_gflops
+    from vitgan.training.device import gemm_gflops
 
     gemm = {"gemm_fp32_gflops_per_s": round(gemm_gflops(torch.device("cpu"), torch.float32), 1),
             "gemm_bf16_gflops_per_s": round(gemm_gflops(torch.device("cpu"), torch.bfloat16), 1)}

@@ -108,9 +108,9 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from vitgan.bench import _device_name, gemm_gflops
+    from vitgan.training.device import device_name, gemm_gflops
 
-    machine = {"cpu": _device_name(torch.device("cpu")),
+    machine = {"cpu": device_name(torch.device("cpu")),
                "gemm_fp32_gflops_per_s": round(gemm_gflops(torch.device("cpu"), torch.float32), 1),
                "gemm_bf16_gflops_per_s": round(gemm_gflops(torch.device("cpu"), torch.bfloat16), 1)}
     print(json.dumps(machine), flush=True)

@@ -59,7 +59,8 @@ def main() -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from vitgan import presets
-    from vitgan.bench import _device_name, count_flops, gemm_gflops
+    from vitgan.bench import count_flops
+    from vitgan.training.device import device_name, gemm_gflops
     from vitgan.data import load_mnist5k
     from vitgan.training.device import resolve_precision
     from vitgan.training.trainer import Trainer, images_per_step
@@ -118,7 +119,7 @@ def main() -> int:
     step_ms = sum(self_ms.values())
     fp32, bf16 = gemm_gflops(cpu, torch.float32), gemm_gflops(cpu, torch.bfloat16)
     row = {
-        "date": time.strftime("%Y-%m-%d"), "device": _device_name(cpu), "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"), "device": device_name(cpu), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "preset": "mnist", "batch": cfg.batch,
         "warmup_s": warmup_s,
         "cycle_images_per_s": {name: round(images_per_step(cfg) / statistics.median(times), 1)

@@ -47,7 +47,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT))
     from vitgan import presets
-    from vitgan.bench import _device_name, gemm_gflops
+    from vitgan.training.device import device_name, gemm_gflops
     from vitgan.data import load_mnist5k
     from vitgan.metrics.digits import DigitFID
     from vitgan.nn.spectral import largest_singular_values
@@ -100,7 +100,7 @@ def main() -> int:
     per_tick_s = sum(work.values())
     tick_s = steps_s + per_tick_s
     result = {
-        "cpu": _device_name(cpu), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "cpu": device_name(cpu), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "precision": precision_name(amp), "compiled": args.compile, "warmup_s": round(warmup_s, 1),
         "batch": cfg.batch, "r1_interval": cfg.r1_interval, "steps_timed": {k: len(v) for k, v in times.items()},
         "step_ms": {k: round(v * 1000, 1) for k, v in mean.items()},

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from vitgan import Config, presets
-from vitgan.cli import main, one_line
+from vitgan.cli import main
+from vitgan.errors import one_line
 from vitgan.networks import Generator, build_discriminator, count_parameters
 from vitgan.training.options import RunOptions
 

@@ -17,11 +17,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_training import TINY
 
-from vitgan import presets
+from vitgan import distributed, presets
 from vitgan.cli import main
 from vitgan.data import ImageData
-from vitgan.training import distributed
-from vitgan.training.distributed import World
+from vitgan.distributed import World
 from vitgan.training.trainer import Trainer
 
 # bCR, lazy R1 on the first step, DiffAugment, mirroring and the minibatch std all on (its groups of 4 consecutive

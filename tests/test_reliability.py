@@ -13,7 +13,8 @@ import torch
 from test_training import TINY, _train
 
 from vitgan import presets
-from vitgan.cli import EXIT_DIVERGED, main
+from vitgan.cli import main
+from vitgan.errors import EXIT_DIVERGED
 from vitgan.training import checkpoint, loss
 from vitgan.training.checkpoint import checksum_path, load_training_state, verify
 

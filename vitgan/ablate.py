@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from vitgan import presets
-from vitgan.cli import EXIT_DIVERGED
 from vitgan.config import ConfigError
+from vitgan.errors import EXIT_DIVERGED
 from vitgan.fileio import atomic_write
 
 
@@ -461,10 +461,10 @@ def _judged(variant: Variant, direction: str, worse: bool) -> str:
 
 
 def _machine() -> str:
-    from vitgan.bench import _device_name
+    from vitgan.training.device import device_name
 
-    cpu = _device_name(torch.device("cpu")).split(" (")[0]
-    return f"{_device_name(torch.device('cuda'))} (training on CUDA), {cpu}" if torch.cuda.is_available() else cpu
+    cpu = device_name(torch.device("cpu")).split(" (")[0]
+    return f"{device_name(torch.device('cuda'))} (training on CUDA), {cpu}" if torch.cuda.is_available() else cpu
 
 
 def ablate(args: Any) -> Path:

@@ -17,10 +17,7 @@ Everything is measured in one process, one after the other, so the ratios compar
 
 from __future__ import annotations
 
-import platform
 import resource
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -31,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vitgan.config import Config
 from vitgan.data import ImageData
 from vitgan.networks import count_parameters
-from vitgan.training.device import precision_name
+from vitgan.training.device import device_name, gemm_gflops, precision_name, time_ms
 
 
 class StandardViT(nn.Module):
@@ -55,34 +52,6 @@ class StandardViT(nn.Module):
         tokens = self.embed(rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p))  # (B, L, dim)
         h = torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1) + self.pos
         return self.head(self.norm(self.encoder(h)[:, 0])).squeeze(-1)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_ms(fn: Callable[[], object], device: torch.device, *, warmup: int = 2, repeats: int = 5) -> float:
-    """Median wall-clock milliseconds of fn() after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
-def gemm_gflops(device: torch.device, dtype: torch.dtype, n: int = 4096) -> float:
-    """The rate of one large square matrix product (2 n^3 FLOPs) in `dtype`. Its operands come from a generator of
-    its own: a run that measures it at start (a resumed one too) leaves the global random state untouched."""
-    generator = torch.Generator(device).manual_seed(0)
-    a = torch.randn(n, n, device=device, generator=generator).to(dtype)
-    b = torch.randn(n, n, device=device, generator=generator).to(dtype)
-    return 2 * n**3 / time_ms(lambda: a @ b, device, warmup=1, repeats=3) / 1e6
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -142,7 +111,7 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
     vit_flops = count_flops(_forward_backward(vit, lambda: x, autocast))
     fp32 = gemm_gflops(device, torch.float32)
     result: dict[str, object] = {
-        "preset": preset, "batch": cfg.batch, "device": _device_name(device),
+        "preset": preset, "batch": cfg.batch, "device": device_name(device),
         "precision": precision_name(amp), "compile": compile,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "G_params": count_parameters(g), "D_params": count_parameters(d), "vit_params": count_parameters(vit),
@@ -164,14 +133,3 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
     result["peak_memory_mb"] = round(memory_peak, 1)  # the above plus the iteration's activations and gradients
     result["peak_memory_kind"] = "cuda max allocated" if device.type == "cuda" else "process peak RSS"
     return result
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{model} ({torch.get_num_threads()} threads)"

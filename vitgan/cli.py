@@ -14,22 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vitgan import __version__, presets
+from vitgan import __version__, distributed, presets
 from vitgan.config import Config, ConfigError, non_none, parse_field
 from vitgan.data import DataError
+from vitgan.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_LOST_RANK, first_line, one_line
 from vitgan.metrics.inception import WEIGHTS_NAME, InceptionError
-from vitgan.training import distributed
 from vitgan.training.checkpoint import CheckpointError
 from vitgan.training.device import has_amx
 from vitgan.training.options import RunOptions, available_cores, local_ranks
-
-
-def one_line(text: str) -> str:
-    """`text` with every character that is not printable (control characters, line and paragraph separators, lone
-    surrogates from undecodable arguments) written as its Python escape: whatever the user typed, an error is one
-    line (`--resume $'\\r'` reads `\\r`)."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in text)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -470,9 +462,6 @@ def _rerun_with_runtime_env() -> None:
         os.execv(sys.executable, [sys.executable, "-m", "vitgan", *sys.argv[1:]])
 
 
-EXIT_DIVERGED = 3  # the exit status of a run stopped by a NaN or inf (2: bad input; 1 under torchrun: a lost rank)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # the command's own arguments, for reports
@@ -485,17 +474,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         finished = True
     except (ConfigError, DataError, CheckpointError, InceptionError, FloatingPointError) as error:
         print(f"vitgan: error: {one_line(str(error))}", file=sys.stderr)
-        return EXIT_DIVERGED if isinstance(error, FloatingPointError) else 2  # a NaN or inf is a result, not bad input
+        return EXIT_DIVERGED if isinstance(error, FloatingPointError) else EXIT_BAD_INPUT  # a NaN/inf: a result
     except OSError as error:  # a full disk, a read-only folder, a missing permission: the file and the reason
         where = f"{error.filename}: " if error.filename else ""
         print(f"vitgan: error: {one_line(f'{where}{error.strerror or error}')}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except RuntimeError as error:  # under torchrun: a lost rank or a failed collective, said in one line
         if not distributed.launched():
             raise
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"vitgan: error: rank {os.environ.get('RANK', '?')}: {one_line(first)}", file=sys.stderr)
-        return 1
+        print(f"vitgan: error: rank {os.environ.get('RANK', '?')}: {one_line(first_line(error))}", file=sys.stderr)
+        return EXIT_LOST_RANK
     finally:
         distributed.shutdown(clean=finished)
     return code

@@ -28,6 +28,7 @@ from torch import nn
 
 from vitgan.config import ConfigError
 from vitgan.data import ImageData
+from vitgan.distributed import World, barrier, gather
 from vitgan.fileio import atomic_write
 from vitgan.images import quantize
 from vitgan.metrics import inception
@@ -36,7 +37,6 @@ from vitgan.metrics.inception_score import inception_score
 from vitgan.metrics.kid import kernel_inception_distance
 from vitgan.metrics.precision_recall import precision_recall
 from vitgan.sampling import latents
-from vitgan.training.distributed import World, barrier, gather
 
 KINDS = {
     "fid": "Frechet Inception distance",

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitgan.errors import first_line
 from vitgan.fileio import sha256_file  # noqa: F401 - also used as inception.sha256_file
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -258,8 +259,8 @@ def weights_path(path: str | os.PathLike | None = None, *, download: bool = True
     try:  # torch.hub writes to a temporary file, checks the sha256 prefix, then renames
         torch.hub.download_url_to_file(WEIGHTS_URL, str(cached), hash_prefix=WEIGHTS_SHA256_PREFIX)
     except Exception as error:  # noqa: BLE001 - no network, HTTP errors, a bad checksum: all end the same way
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InceptionError(f"Inception weights not found and the download failed ({reason}); {how}") from None
+        raise InceptionError(f"Inception weights not found and the download failed ({first_line(error)}); "
+                             f"{how}") from None
     return cached
 
 

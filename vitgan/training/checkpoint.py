@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from vitgan.config import Config, ConfigError
+from vitgan.errors import first_line
 from vitgan.fileio import atomic_write, sha256_file, stale_temporaries
 
 FORMAT = "vitgan-snapshot-v1"
@@ -201,8 +202,7 @@ def _load_training_state(path: Path) -> tuple[dict[str, Any], bool]:
         raise CheckpointError(f"{path}: refused: its pickle {called}, which a training state never contains (not "
                               "loaded, nothing was run; the file may be malicious)") from None
     except Exception as error:  # torch raises many types for a truncated or foreign file
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a loadable vitgan training state ({first_line})") from None
+        raise CheckpointError(f"{path}: not a loadable vitgan training state ({first_line(error)})") from None
     found = state.get("format") if isinstance(state, dict) else None
     if found != STATE_FORMAT:
         if isinstance(found, str) and found.startswith("vitgan-training-state-"):

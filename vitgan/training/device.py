@@ -1,6 +1,12 @@
-"""Which device and which autocast precision a command runs on (`--device`, `--precision`)."""
+"""Which device and which autocast precision a command runs on (`--device`, `--precision`), and the machine's
+matrix-product rate that a run's speed is read against."""
 
 from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -49,3 +55,43 @@ def has_amx() -> bool:
 def precision_name(amp: torch.dtype | None) -> str:
     """The `--precision` name of an autocast dtype (None: fp32), for logs and records."""
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, *, warmup: int = 2, repeats: int = 5) -> float:
+    """Median wall-clock milliseconds of fn() after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def gemm_gflops(device: torch.device, dtype: torch.dtype, n: int = 4096) -> float:
+    """The rate of one large square matrix product (2 n^3 FLOPs) in `dtype`. Its operands come from a generator of
+    its own: a run that measures it at start (a resumed one too) leaves the global random state untouched."""
+    generator = torch.Generator(device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=generator).to(dtype)
+    b = torch.randn(n, n, device=device, generator=generator).to(dtype)
+    return 2 * n**3 / time_ms(lambda: a @ b, device, warmup=1, repeats=3) / 1e6
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model with the thread count, for logs and records."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model} ({torch.get_num_threads()} threads)"

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitgan.bench import gemm_gflops
+from vitgan import distributed
 from vitgan.config import Config, ConfigError
 from vitgan.data import ImageData, load
 from vitgan.networks import count_parameters
 from vitgan.nn.spectral import largest_singular_values
 from vitgan.sampling import latents
-from vitgan.training import checkpoint, distributed
-from vitgan.training.device import precision_name, resolve_device, resolve_precision
+from vitgan.training import checkpoint
+from vitgan.training.device import gemm_gflops, precision_name, resolve_device, resolve_precision
 from vitgan.training.options import MAX_ROLLBACKS, ROLLBACK_LR_FACTOR, RunOptions, long_cpu_run
 from vitgan.training.report import Report
 from vitgan.training.trainer import NonFiniteError, Trainer

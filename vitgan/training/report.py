@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
+from vitgan import distributed
+from vitgan.distributed import World
 from vitgan.fileio import atomic_write
 from vitgan.images import save_grid
-from vitgan.training import distributed
-from vitgan.training.distributed import World
 from vitgan.training.loss import TERMS
 
 # the status line: the loss terms, then what else a tick measures (augment_p: ADA moves it; metrics of --metrics

@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitgan import distributed
 from vitgan.config import Config, ConfigError
 from vitgan.data import ImageData
+from vitgan.distributed import World
 from vitgan.networks import Generator, build_discriminator
 from vitgan.sampling import generate
-from vitgan.training import checkpoint, distributed
+from vitgan.training import checkpoint
 from vitgan.training.augment import Draws
-from vitgan.training.distributed import World
 from vitgan.training.loss import D_TERMS, G_TERMS, Phase, ViTGANLoss, r1_penalty
 
 
