@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from vitgan import build_discriminator, presets
 from vitgan.config import Config
 from vitgan.data import load_mnist5k
+from vitgan.pretrained import load
 from vitgan.sampling import generate, latents
 from vitgan.training.augment import diff_augment
-from vitgan.training.checkpoint import load
 
 CHECKPOINTS = (50, 100, 200, 300)
 

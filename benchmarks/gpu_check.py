@@ -52,8 +52,8 @@ def write_digits(folder: Path) -> None:
 def summary(out: Path, run: Path, exit_code: int = 0) -> dict:
     from vitgan.data import load_mnist5k
     from vitgan.metrics.digits import DigitFID
+    from vitgan.pretrained import load
     from vitgan.sampling import generate, latents
-    from vitgan.training.checkpoint import load
 
     result: dict = {"bench": []}
     for line in (out / "bench.jsonl").read_text().splitlines():

@@ -49,7 +49,7 @@ def main() -> int:
     if unknown or names[0] != "default":
         parser.error(f"--variants: unknown {unknown}" if unknown else "--variants: start with default")
     sys.path.insert(0, str(ROOT))
-    from vitgan.cli import runtime_env
+    from vitgan.launch import runtime_env
 
     wanted = runtime_env(os.environ)
     if wanted:  # the process settings the demo runs with
@@ -60,9 +60,8 @@ def main() -> int:
 
     from vitgan import presets
     from vitgan.bench import count_flops
-    from vitgan.training.device import device_name, gemm_gflops
     from vitgan.data import load_mnist5k
-    from vitgan.training.device import resolve_precision
+    from vitgan.training.device import device_name, gemm_gflops, resolve_precision
     from vitgan.training.trainer import Trainer, images_per_step
 
     cpu = torch.device("cpu")

@@ -47,12 +47,11 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT))
     from vitgan import presets
-    from vitgan.training.device import device_name, gemm_gflops
     from vitgan.data import load_mnist5k
     from vitgan.metrics.digits import DigitFID
     from vitgan.nn.spectral import largest_singular_values
     from vitgan.sampling import generate, latents
-    from vitgan.training.device import precision_name, resolve_precision
+    from vitgan.training.device import device_name, gemm_gflops, precision_name, resolve_precision
     from vitgan.training.loop import DIGIT_FID_SEEDS, GRID_SEEDS
     from vitgan.training.report import Report
     from vitgan.training.trainer import Trainer, images_per_step

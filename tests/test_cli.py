@@ -144,11 +144,11 @@ def test_a_training_command_re_runs_itself_with_passive_openmp_waiting(monkeypat
     """train/bench/eval from the command line re-run themselves once with OMP_WAIT_POLICY=PASSIVE (and glibc's
     malloc tunables) unless set: spinning OpenMP threads beside another busy process made a 2-thread iteration ~5x
     slower (benchmarks/results/cpu_contention_beside_ablation.jsonl). A value the user set, even empty, is kept."""
-    from vitgan import cli
+    from vitgan import cli, launch
 
-    assert cli.runtime_env({})["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert "OMP_WAIT_POLICY" not in cli.runtime_env({"OMP_WAIT_POLICY": ""})
-    assert cli.runtime_env({"OMP_WAIT_POLICY": "ACTIVE", "GLIBC_TUNABLES": ""}) == {}
+    assert launch.runtime_env({})["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in launch.runtime_env({"OMP_WAIT_POLICY": ""})
+    assert launch.runtime_env({"OMP_WAIT_POLICY": "ACTIVE", "GLIBC_TUNABLES": ""}) == {}
 
     class Rerun(Exception):
         pass

@@ -193,8 +193,8 @@ def test_train_starts_its_local_ranks_and_they_share_the_per_tick_digit_fid(tmp_
     and classifying half of the 1,000 samples) equals one process's measure of the final EMA generator."""
     from vitgan.data import load_mnist5k
     from vitgan.metrics.digits import DigitFID
+    from vitgan.pretrained import load
     from vitgan.sampling import generate, latents
-    from vitgan.training.checkpoint import load
     from vitgan.training.loop import DIGIT_FID_SEEDS
 
     outdir = tmp_path / "runs"

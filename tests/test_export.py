@@ -1,7 +1,8 @@
-"""`vitgan export`, loading an exported folder (vitgan.load, Generator.from_pretrained, generate, eval --ckpt) and
-the hub mixin, offline."""
+"""`vitgan export`, loading an exported folder (vitgan.load, generate, eval --ckpt) and the Hugging Face hub,
+offline."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_an_exported_folder_loads_everywhere_as_the_snapshot(run, tmp_path, caps
     out = tmp_path / "exported"
     snapshot = folder / "network-snapshot-000001000.safetensors"
     assert main(["export", str(snapshot), "--out", str(out)]) == 0
-    for loaded in (vitgan.load(out), Generator.from_pretrained(out), Generator.from_pretrained(str(out))):
+    for loaded in (vitgan.load(out), vitgan.load(str(out))):
         assert _same_images(loaded, vitgan.load(snapshot)) and loaded.export_info["kimg"] == 1.0
     assert main(["generate", "--ckpt", str(out), "--seeds", "0-3", "--outdir", str(tmp_path / "a")]) == 0
     assert main(["generate", "--ckpt", str(snapshot), "--seeds", "0-3", "--outdir", str(tmp_path / "b")]) == 0
@@ -98,13 +99,13 @@ def test_bad_exports_are_one_line_errors(run, tmp_path, capsys):
     out.mkdir()
     (out / "config.json").write_text('{"cfg": {"g_heads": 5}}')
     with pytest.raises(CheckpointError, match=r"config.json: not a vitgan export configuration .*g_heads"):
-        Generator.from_pretrained(out)
+        vitgan.load(out)
     capsys.readouterr()
     assert main(["generate", "--ckpt", str(tmp_path / "nothing"), "--outdir", str(tmp_path / "o")]) == 2
     assert "nothing" in capsys.readouterr().err
 
 
-def test_push_to_hub_and_from_pretrained_through_the_hub_mixin_offline(run, tmp_path, monkeypatch):
+def test_push_to_hub_and_load_a_hub_id_offline(run, tmp_path, monkeypatch):
     hub = pytest.importorskip("huggingface_hub", reason="the hub extra: pip install 'vitgan[hub]'")
     folder, g_ema = run
     generator = vitgan.load(folder / "network-snapshot-000002000.safetensors")
@@ -121,20 +122,57 @@ def test_push_to_hub_and_from_pretrained_through_the_hub_mixin_offline(run, tmp_
 
     monkeypatch.setattr(hub.HfApi, "create_repo", create_repo)
     monkeypatch.setattr(hub.HfApi, "upload_folder", upload_folder)
-    generator.push_to_hub("someone/vitgan-digits")
+    assert vitgan.push_to_hub(generator, "someone/vitgan-digits") == "https://huggingface.co/someone/vitgan-digits"
     assert calls == [("create_repo", "someone/vitgan-digits"), ("upload_folder", "someone/vitgan-digits")]
     uploaded = remote / "someone" / "vitgan-digits"
     assert {p.name for p in uploaded.iterdir()} >= {"README.md", "config.json", "model.safetensors", "samples.png"}
     assert "library_name: vitgan" in (uploaded / "README.md").read_text()
-    assert _same_images(Generator.from_pretrained(uploaded), g_ema)
+    assert _same_images(vitgan.load(uploaded), g_ema)
+    assert json.loads((uploaded / "config.json").read_text())["kimg"] == 2.0  # the snapshot's info travels
     # a hub id is downloaded with huggingface_hub (here: from the folder the upload went to)
     monkeypatch.setattr(hub, "snapshot_download", lambda repo_id, **kwargs: str(remote / repo_id))
-    monkeypatch.setattr("vitgan.hub.snapshot_download", lambda repo_id, **kwargs: str(remote / repo_id))
-    assert _same_images(Generator.from_pretrained("someone/vitgan-digits"), g_ema)
+    assert _same_images(vitgan.load("someone/vitgan-digits"), g_ema)
 
     def offline(repo_id, **kwargs):
         raise OSError("no network\nmore detail")
 
-    monkeypatch.setattr("vitgan.hub.snapshot_download", offline)
+    monkeypatch.setattr(hub, "snapshot_download", offline)
     with pytest.raises(CheckpointError, match=r"^nobody/none: .*Hugging Face hub \(no network\)$"):
-        Generator.from_pretrained("nobody/none")
+        vitgan.load("nobody/none")
+
+
+def test_export_never_overwrites_a_folder_that_is_not_an_earlier_export(run, tmp_path, capsys):
+    folder, _ = run
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "README.md").write_text("my own notes")
+    assert main(["export", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not empty and not an earlier vitgan export" in err and "--force" in err
+    assert [p.name for p in out.iterdir()] == ["README.md"] and (out / "README.md").read_text() == "my own notes"
+    assert main(["export", str(folder), "--out", str(out), "--force"]) == 0  # asked for: other files are kept
+    (out / "notes.txt").write_text("kept")
+    assert main(["export", str(folder), "--out", str(out)]) == 0  # an earlier export: its files are replaced
+    assert (out / "notes.txt").read_text() == "kept"
+
+
+def test_exports_and_snapshots_are_readable_by_others_as_the_umask_says(run, tmp_path):
+    folder, _ = run
+    out = tmp_path / "exported"
+    assert main(["export", str(folder), "--out", str(out)]) == 0
+    for path in [*out.iterdir(), *folder.glob("network-snapshot-*")]:
+        assert path.stat().st_mode & 0o777 == 0o644, path  # the tests run with umask 022
+    old = os.umask(0o077)
+    try:
+        assert main(["export", str(folder), "--out", str(tmp_path / "private")]) == 0
+    finally:
+        os.umask(old)
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in (tmp_path / "private").iterdir())
+
+
+def test_generate_takes_a_run_folder_as_export_does(run, tmp_path):
+    folder, _ = run
+    assert main(["generate", "--ckpt", str(folder), "--seeds", "0-1", "--outdir", str(tmp_path / "a")]) == 0
+    newest = folder / "network-snapshot-000002000.safetensors"
+    assert main(["generate", "--ckpt", str(newest), "--seeds", "0-1", "--outdir", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "seed0001.png").read_bytes() == (tmp_path / "b" / "seed0001.png").read_bytes()

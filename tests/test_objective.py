@@ -113,9 +113,11 @@ def test_r1_is_gamma_over_2_times_the_interval_times_the_mean_squared_input_grad
     both = loss("Dboth", z=Z, reals=REALS)
     assert both.terms["r1"].item() == pytest.approx(weight, rel=1e-6)
     assert both.total.item() == pytest.approx(both.terms["loss_d"].item() + weight, rel=1e-6)
-    reg = loss("Dreg", reals=REALS)
-    assert reg.total.item() == pytest.approx(weight, rel=1e-6) and reg.terms["loss_d"].item() == 0
-    reg.total.backward()
+    with pytest.raises(ValueError, match="Dmain, Dboth, Gmain"):
+        loss("Dreg", z=Z, reals=REALS)  # no phase of R1 alone: Dboth adds it to Dmain
+    r1 = loss.r1(REALS)  # the term alone, as Dboth adds it
+    assert r1.item() == pytest.approx(weight, rel=1e-6)
+    r1.backward()
     torch.testing.assert_close(loss.D.w.grad, 0.3 / 2 * 4 * 2 * W)  # d/dw of ||w||^2 = 2w, through the double backward
 
 

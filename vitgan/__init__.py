@@ -3,9 +3,9 @@
 from vitgan import presets
 from vitgan.config import Config, ConfigError
 from vitgan.networks import CNNDiscriminator, Discriminator, Generator, build_discriminator
-from vitgan.training.checkpoint import load
+from vitgan.pretrained import load, push_to_hub
 
 __version__ = "0.1.0"
 
 __all__ = ["Config", "ConfigError", "Generator", "Discriminator", "CNNDiscriminator", "build_discriminator",
-           "presets", "load", "__version__"]
+           "presets", "load", "push_to_hub", "__version__"]

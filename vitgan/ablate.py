@@ -213,8 +213,8 @@ def _digit_fid() -> Any:
 def final_digit_fid(snapshot: Path, samples: int) -> dict[str, float]:
     """Digit FID and class coverage of a snapshot's EMA generator on `samples` fixed seeds (scored as uint8 pixels,
     as saved images: `vitgan.metrics.digits.classify`)."""
+    from vitgan.pretrained import load
     from vitgan.sampling import generate, latents
-    from vitgan.training.checkpoint import load
 
     generator = load(snapshot).to("cuda" if torch.cuda.is_available() else "cpu")
     return _digit_fid()(generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), batch=250))
@@ -324,8 +324,8 @@ def _sample_sheet(records: list[dict[str, Any]], out: Path) -> None:
     from PIL import Image, ImageDraw
 
     from vitgan.images import grid_array
+    from vitgan.pretrained import load
     from vitgan.sampling import generate, latents
-    from vitgan.training.checkpoint import load
 
     first: dict[str, str] = {}
     for r in records:

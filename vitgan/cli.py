@@ -6,15 +6,13 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import subprocess
 import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vitgan import __version__, distributed, presets
+from vitgan import __version__, distributed, launch, presets
 from vitgan.config import Config, ConfigError, non_none, parse_field
 from vitgan.data import DataError
 from vitgan.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_LOST_RANK, first_line, one_line
@@ -128,8 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
     cores = available_cores()
     ranks = local_ranks(cfg, opts, cores, launched=distributed.launched(), amx=has_amx())
-    if distributed.launched() and os.environ.get(LOCAL_RANK_MARK):
-        die_with_parent()
+    if distributed.launched() and os.environ.get(launch.LOCAL_RANK_MARK):
+        launch.die_with_parent()
     if args.dry_run:  # everything a run checks before it starts, the data included, then stop
         data = open_data(cfg, opts)
         print(json.dumps({"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "local_ranks": ranks,
@@ -138,44 +136,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return
     if ranks > 1:
         open_data(cfg, opts)  # a bad source fails here, in one line, before any rank starts
-        return launch_local_ranks(ranks, max(1, cores // ranks), args.argv, replace=args.from_command_line)
+        return launch.launch_local_ranks(ranks, max(1, cores // ranks), args.argv, replace=args.from_command_line)
     train(cfg, opts, state)
     return 0
 
 
-LOCAL_RANK_MARK = "VITGAN_LOCAL_RANKS"  # set for the ranks `vitgan train` starts itself
-
-
-def die_with_parent() -> None:
-    """Make this process end (SIGTERM) when its parent does, even by SIGKILL (Linux's parent-death signal): a local
-    rank whose launcher was killed must not train on alone. Its last training state stays the one written."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent was already gone before the signal was armed
-        raise SystemExit(1)
-
-
-def launch_local_ranks(ranks: int, threads: int, argv: list[str], *, replace: bool) -> int:
-    """`vitgan train ARGV` again as `ranks` local processes of `threads` threads under torchrun (which gives each its
-    rank and stops them all when one fails). From a command line this process becomes torchrun (exec), so that
-    signals (Ctrl-C, a scheduler's SIGTERM) reach it; from Python it waits for it."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
-               "-m", "vitgan", "train", *argv]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), LOCAL_RANK_MARK: "1"}
-    print(f"vitgan: training as {ranks} local ranks of {threads} thread(s) each (--ranks 1: one process)",
-          flush=True)
-    if replace:
-        os.execve(sys.executable, command, env)
-    return subprocess.run(command, env=env).returncode
-
-
 def cmd_generate(args: argparse.Namespace) -> None:
+    from vitgan.pretrained import load
     from vitgan.sampling import parse_seeds, write_images
-    from vitgan.training.checkpoint import load
     from vitgan.training.device import resolve_device
 
     seeds = parse_seeds(args.seeds)
@@ -187,31 +155,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} images to {args.outdir}")
 
 
-def _generator_info(ckpt: Path) -> tuple[Config, float, str | None, Path]:
-    """(config, kimg, the data it was trained on if known, the folder for metrics.jsonl) of a network snapshot or an
-    exported folder."""
-    from vitgan.export import is_exported, read_pretrained
-    from vitgan.training.checkpoint import read_snapshot
-
-    if ckpt.is_dir():
-        if not is_exported(ckpt):
-            raise ConfigError(f"ckpt: {ckpt} is a folder without config.json (give a network-snapshot-*.safetensors "
-                              "file or a folder written by `vitgan export`)")
-        cfg, _, info = read_pretrained(ckpt)
-        return cfg, info.get("kimg") or 0.0, info.get("data"), ckpt
-    cfg, _, meta = read_snapshot(ckpt)
-    options = ckpt.parent / "training_options.json"
-    data = json.loads(options.read_text())["run"]["data"] if options.is_file() else None
-    return cfg, meta.get("cur_nimg", 0) / 1000, data, ckpt.parent
-
-
 def cmd_eval(args: argparse.Namespace) -> None:
     import time
 
     from vitgan.data import image_shape
     from vitgan.data import load as load_data
     from vitgan.metrics.evaluate import Evaluator, parse_metrics
-    from vitgan.training.checkpoint import load
+    from vitgan.pretrained import describe, load
     from vitgan.training.device import resolve_device
 
     metrics = parse_metrics(args.metrics)
@@ -235,11 +185,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if args.resolution is not None or args.channels is not None:
             raise ConfigError("resolution: --resolution and --channels are for --gen; a generator has its own")
         ckpt = Path(args.ckpt)
-        cfg, kimg, trained_on, where = _generator_info(ckpt)
+        cfg, info, where = describe(ckpt)
         resolution, channels = cfg.resolution, cfg.channels
-        data_spec, source = args.data or trained_on, {"snapshot": str(ckpt), "kimg": kimg}
+        snapshot = str(where / info["source"] if ckpt.is_dir() and ckpt != where else ckpt)  # a run folder's newest
+        data_spec, source = args.data or info["data"], {"snapshot": snapshot, "kimg": info["kimg"] or 0.0}
         if data_spec is None:
-            raise ConfigError(f"data: {ckpt} does not say what it was trained on (no training_options.json); "
+            raise ConfigError(f"--data: {ckpt} does not say what it was trained on (no training_options.json); "
                               "give --data")
     device = resolve_device(args.run_device or RunOptions.device)
     data = load_data(data_spec, resolution=resolution, channels=channels)
@@ -261,10 +212,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from vitgan.export import export
+    from vitgan.pretrained import EXPORT_FILES, export
 
-    out = export(args.source, args.out)
-    print(f"exported to {out}: config.json, model.safetensors, README.md, samples.png")
+    out = export(args.source, args.out, force=args.force)
+    print(f"exported to {out}: {', '.join(EXPORT_FILES)}")
 
 
 BENCH_PRESET = "cifar10"  # bench's default preset (train's is mnist)
@@ -353,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="write images from a network snapshot",
                        formatter_class=HelpFormatter)
-    p.add_argument("--ckpt", required=True, help="a network-snapshot-*.safetensors file, or a folder written by "
-                   "`vitgan export`")
+    p.add_argument("--ckpt", required=True, help="a network-snapshot-*.safetensors file, a run folder (its newest "
+                   "snapshot), a folder written by `vitgan export`, or a Hugging Face hub id")
     p.add_argument("--seeds", default="0-63", help="latent seeds, e.g. 0-63 or 1,5,9")
     p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (1 = none)")
     p.add_argument("--interpolate", action="store_true", help="also interpolate between consecutive seeds")
@@ -407,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot, "
                        "an exported generator, or a folder/zip of generated images",
                        formatter_class=HelpFormatter)
-    p.add_argument("--ckpt", help="a network-snapshot-*.safetensors file or an exported folder (its EMA generator)")
+    p.add_argument("--ckpt", help="a network-snapshot-*.safetensors file, a run folder (its newest snapshot) or an "
+                   "exported folder (its EMA generator)")
     p.add_argument("--gen", help="instead of --ckpt: generated images, in any form --data takes (a folder, a zip, "
                    "...); the first N are scored")
     p.add_argument("--data", help="the real images: 'mnist', or a dataset path (default with --ckpt: the data it "
@@ -427,39 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="write a snapshot's EMA generator as config.json + model.safetensors + model "
-                       "card, to share (Generator.from_pretrained, push_to_hub)")
+                       "card, to share (vitgan.load, vitgan.push_to_hub)")
     p.add_argument("source", help="a network-snapshot-*.safetensors file, or a run folder (its newest snapshot)")
-    p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--out", required=True, help="the folder to write: new, empty, or an earlier export")
+    p.add_argument("--force", action="store_true", help="write into a folder that holds other files (they are kept; "
+                   "files named as the export's are replaced)")
     p.set_defaults(func=cmd_export)
     return parser
-
-
-# Settings a process must have before torch loads, so a command that trains, benchmarks or evaluates re-runs itself
-# once with those of them that are not already set (set one, even empty, to opt out of it):
-# - glibc's malloc, by default, returns each large freed block to the OS and faults fresh zeroed pages in for the
-#   next one: for CPU training that is every activation of every step (a cifar10 iteration at batch 128 ran 1.67x
-#   faster with freed memory kept for reuse; benchmarks/README.md).
-# - OpenMP's threads, by default, spin while they wait for work: beside another busy process they spin against it
-#   (a 2-thread mnist iteration beside two busy processes ran at 3.9 img/s by default, 19.9 with passive waiting;
-#   benchmarks/results/cpu_contention_beside_ablation.jsonl).
-FAST_MALLOC = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
-
-
-def runtime_env(environ: dict[str, str] | os._Environ) -> dict[str, str]:
-    """The settings of the comment above that `environ` lacks."""
-    wanted = {}
-    if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" and "GLIBC_TUNABLES" not in environ:
-        wanted["GLIBC_TUNABLES"] = FAST_MALLOC
-    if "OMP_WAIT_POLICY" not in environ:
-        wanted["OMP_WAIT_POLICY"] = "PASSIVE"
-    return wanted
-
-
-def _rerun_with_runtime_env() -> None:
-    wanted = runtime_env(os.environ)
-    if wanted:
-        os.environ.update(wanted)
-        os.execv(sys.executable, [sys.executable, "-m", "vitgan", *sys.argv[1:]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -467,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # the command's own arguments, for reports
     args.from_command_line = argv is None
     if argv is None and args.command in ("train", "bench", "eval"):  # a command line, not a call from Python
-        _rerun_with_runtime_env()
+        launch.rerun_with_runtime_env()
     finished, code = False, 0
     try:
         code = args.func(args) or 0  # a command returns an exit code, or None for 0

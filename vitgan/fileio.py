@@ -1,11 +1,14 @@
-"""Writing files so that a crash never leaves a half-written file in place of a good one."""
+"""Writing files so that a crash never leaves a half-written file in place of a good one (with the permissions any
+other file gets), and reading JSON-lines records."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 TMP_MARK = ".tmp"  # temporary files are `.<name>.tmp<pid><suffix>` beside their target
 
@@ -34,6 +37,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], *,
     tmp = temporary_name(path)  # keep the suffix: writers infer formats
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would: some writers (safetensors) create their files 0600
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         if before_replace is not None:
@@ -42,6 +46,12 @@ def atomic_write(path: Path, write: Callable[[Path], None], *,
         _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -76,3 +86,20 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file (`stats.jsonl`, `metrics.jsonl`, a benchmark's record), [] if it does not exist;
+    a line cut short by a crash, or blank, is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

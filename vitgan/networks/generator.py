@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -142,26 +140,6 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
         return self.synthesis(self.map(z, psi))
-
-    @classmethod
-    def from_pretrained(cls, name: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        revision: str | None = None, token: str | None = None) -> Generator:
-        """The generator of an exported folder (`vitgan export`), or of a Hugging Face hub repository id such as
-        `user/vitgan-cifar10` (downloaded with huggingface_hub, the `hub` extra), in eval mode."""
-        from vitgan.export import load_pretrained
-
-        if Path(name).is_dir():
-            return load_pretrained(name, device=device)
-        from vitgan.hub import download
-
-        return load_pretrained(download(str(name), revision=revision, token=token), device=device)
-
-    def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        """Upload this generator as an exported folder to the hub through huggingface_hub's PyTorchModelHubMixin
-        (`vitgan.hub.HubGenerator`); keyword arguments are the mixin's (private, token, commit_message, ...)."""
-        from vitgan.hub import HubGenerator
-
-        return HubGenerator.of(self).push_to_hub(repo_id, **kwargs)
 
     def map(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
         """z (B, z_dim) -> w (B, w_dim), truncated towards w_avg by psi; tracks w_avg in training mode."""

@@ -1,7 +1,8 @@
 """Checkpoints of two kinds, both loadable without executing code.
 
 - Network snapshot (`network-snapshot-NNNNNNNNN.safetensors`, N = images seen): the weights of G_ema, G and D as
-  safetensors, with the Config as JSON in the file's metadata. `vitgan.load(path)` rebuilds the EMA generator from it.
+  safetensors, with the Config as JSON in the file's metadata. `vitgan.load(path)` (pretrained.py) rebuilds the EMA
+  generator from it.
 - Training state (`training-state-NNNNNNNNN.pt`): everything `--resume` needs (G, D, G_ema, both optimisers, the
   data order, the image counter, the tick, and the RNG states of torch, numpy and python), saved by `torch.save`
   with tensors and plain Python values only, and read back with `torch.load(weights_only=True)`.
@@ -24,6 +25,7 @@ import pickle
 import random
 import re
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,12 +42,40 @@ from vitgan.fileio import atomic_write, sha256_file, stale_temporaries
 
 FORMAT = "vitgan-snapshot-v1"
 STATE_FORMAT = "vitgan-training-state-v2"  # v2: the per-sample generator's state ("sample_rng"), for any rank count
+SNAPSHOT_GLOB = "network-snapshot-*.safetensors"
 STATE_GLOB = "training-state-*.pt"
 CHECKSUM_SUFFIX = ".sha256"
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or written; the message is one line and names the file."""
+
+
+# --- file names: N is the number of images seen, so names sort by progress ---
+def snapshot_name(nimg: int) -> str:
+    return f"network-snapshot-{nimg:09d}.safetensors"
+
+
+def state_name(nimg: int) -> str:
+    return f"training-state-{nimg:09d}.pt"
+
+
+def snapshots(folder: Path) -> list[Path]:
+    """The network snapshots of one run folder, oldest first."""
+    return sorted(Path(folder).glob(SNAPSHOT_GLOB))
+
+
+def newest_snapshot(path: str | Path) -> Path:
+    """A network snapshot file as given, or the newest (most images seen) snapshot of a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        found = snapshots(path)
+        if not found:
+            raise CheckpointError(f"{path}: no {SNAPSHOT_GLOB} in this folder")
+        return found[-1]
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such snapshot file or run folder")
+    return path
 
 
 # --- checksums ---
@@ -129,25 +159,6 @@ def read_snapshot(path: str | Path) -> tuple[Config, dict[str, dict[str, torch.T
     return cfg, states, json.loads(metadata.get("meta", "{}"))
 
 
-def load(path: str | Path, *, network: str = "G_ema", device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a network (G_ema by default; also G or D) from a network snapshot, or G_ema from an exported folder
-    (`vitgan export`), in eval mode. No pickle involved."""
-    from vitgan.networks import Generator, build_discriminator
-
-    if Path(path).is_dir():
-        from vitgan.export import load_pretrained
-
-        if network != "G_ema":
-            raise CheckpointError(f"{path}: an exported folder holds G_ema only, not {network!r}")
-        return load_pretrained(path, device=device)
-    cfg, states, _ = read_snapshot(path)
-    if network not in states:
-        raise CheckpointError(f"{path}: has no network {network!r} (it has {', '.join(states)})")
-    net = build_discriminator(cfg) if network == "D" else Generator(cfg)
-    net.load_state_dict(states[network])
-    return net.to(device).eval()
-
-
 def rng_state() -> dict[str, Any]:
     """The RNG states of torch (CPU), numpy and python, as tensors and plain values (safe for weights_only)."""
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
@@ -192,15 +203,18 @@ def _load_training_state(path: Path) -> tuple[dict[str, Any], bool]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such training-state file")
     verified = _check_sum(path)
+    if not zipfile.is_zipfile(path):  # what torch.save writes: random bytes or a truncated file are not one
+        raise CheckpointError(f"{path}: not a vitgan training state (not a file written by torch.save)")
     try:
         with warnings.catch_warnings():  # torch warns about odd pickle protocols of damaged files: the error says it
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL (\S+)", str(error))
-        called = f"calls {found.group(1)}" if found else "holds objects"
-        raise CheckpointError(f"{path}: refused: its pickle {called}, which a training state never contains (not "
-                              "loaded, nothing was run; the file may be malicious)") from None
+        if not found:  # a damaged pickle, not one that asks for code
+            raise CheckpointError(f"{path}: not a loadable vitgan training state ({first_line(error)})") from None
+        raise CheckpointError(f"{path}: refused: its pickle calls {found.group(1)}, which a training state never "
+                              "contains (not loaded, nothing was run; the file may be malicious)") from None
     except Exception as error:  # torch raises many types for a truncated or foreign file
         raise CheckpointError(f"{path}: not a loadable vitgan training state ({first_line(error)})") from None
     found = state.get("format") if isinstance(state, dict) else None

@@ -56,8 +56,8 @@ D_TERMS = ("loss_d", "bcr_real", "bcr_fake", "r1")
 G_TERMS = ("loss_g",)
 TERMS = D_TERMS + G_TERMS
 
-Phase = Literal["Dmain", "Dreg", "Dboth", "Gmain"]
-PHASES: tuple[Phase, ...] = ("Dmain", "Dreg", "Dboth", "Gmain")
+Phase = Literal["Dmain", "Dboth", "Gmain"]
+PHASES: tuple[Phase, ...] = ("Dmain", "Dboth", "Gmain")
 
 
 class PhaseLoss(NamedTuple):
@@ -76,10 +76,9 @@ class ViTGANLoss:
     - `Dmain`: D's logistic loss on DiffAugment'ed reals and fakes, `softplus(D(fake)) + softplus(-D(real))`, plus
       balanced consistency regularisation `bcr_real * E[(D(x) - D(T(x)))^2]` on the reals and the same with
       `bcr_fake` on the fakes, T the Config's `bcr_mode` (`transform(plain, augmented)`);
-    - `Dreg`: R1 alone, `gamma / 2 * interval * E[||grad_x D(x)||^2]` on augmented reals (lazy: the Trainer asks for it
-      every `r1_interval` D steps, hence the interval in its weight), in fp32 outside autocast (compiled with its
-      double backward when the Trainer compiles: see r1_penalty);
-    - `Dboth`: the two at once, R1 on the same augmented reals as the main loss (one backward pass);
+    - `Dboth`: `Dmain` plus R1, `gamma / 2 * interval * E[||grad_x D(x)||^2]` on the same augmented reals (one
+      backward pass; lazy: the Trainer asks for it every `r1_interval` D steps, hence the interval in its weight), in
+      fp32 outside autocast (compiled with its double backward when the Trainer compiles: see r1_penalty);
     - `Gmain`: G's non-saturating loss `softplus(-D(aug(G(z))))`.
 
     Each D phase reports every D term (0 where off), so that a tick's mean of a term is its contribution per step.
@@ -130,21 +129,16 @@ class ViTGANLoss:
 
     def __call__(self, phase: Phase, *, z: torch.Tensor | None = None, reals: torch.Tensor | None = None
                  ) -> PhaseLoss:
-        """The loss of `phase` on this round's latents `z` (all but Dreg) and real images `reals` (D's phases)."""
+        """The loss of `phase` on this round's latents `z` and, for D's phases, real images `reals`."""
         if phase == "Gmain" and z is not None:
             with self.autocast():
                 loss_g = g_nonsaturating_loss(self.D_run(self.augment(self.G_run(z))).float())
             return PhaseLoss(loss_g, {"loss_g": loss_g}, {})
-        if phase not in PHASES or reals is None or (z is None and phase != "Dreg"):
-            raise ValueError(f"phase {phase!r}: expected one of {', '.join(PHASES)} with z (but Dreg) and reals (D)")
+        if phase not in PHASES or z is None or reals is None:
+            raise ValueError(f"phase {phase!r}: expected one of {', '.join(PHASES)} with z, and reals for D's phases")
         terms = dict.fromkeys(D_TERMS, torch.zeros((), device=reals.device))
-        if phase == "Dreg":
-            with self.autocast():
-                real_aug = self.augment(reals)
-            total, stats = terms["r1"], {}
-        else:
-            total, real_aug, stats = self._d_main(reals, z, terms)
-        if phase != "Dmain":
+        total, real_aug, stats = self._d_main(reals, z, terms)
+        if phase == "Dboth":
             terms["r1"] = self.r1(real_aug)
             total = total + terms["r1"]
         return PhaseLoss(total, terms, stats)
