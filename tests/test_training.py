@@ -2,6 +2,8 @@
 
 import copy
 import json
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,31 @@ def test_train_leaves_a_complete_run_folder(tmp_path, digits):
     generator = vitgan.load(snapshots[-1])
     assert generator(torch.randn(2, generator.z_dim)).shape == (2, 1, 32, 32)
 
+
+def test_the_status_line_rate_is_the_ticks(tmp_path, digits, monkeypatch):
+    """The status line's img/s is its tick's, 1000 / sec_per_kimg, as the sec/kimg beside it: a slow first step (a
+    compiling one) slows the first tick only. stats.jsonl's img_per_sec stays the run's mean since it started."""
+    from vitgan.training.trainer import Trainer
+
+    step, calls = Trainer.step, []
+
+    def slow_first(self):
+        if not calls:
+            time.sleep(1.0)
+        calls.append(1)
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "step", slow_first)
+    run = _train(tmp_path, digits, "--kimg", "0.024", "--tick", "0.008")
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    shown = {int(m[1]): m[2] for m in re.finditer(r"^tick (\d+) .*? img/s (\S+)", (run / "log.txt").read_text(),
+                                                  re.MULTILINE)}
+    assert sorted(shown) == [r["tick"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert shown[row["tick"]] == f"{1000 / row['sec_per_kimg']:.1f}"
+    last = rows[-1]
+    assert last["img_per_sec"] == pytest.approx(24 / last["time"], rel=1e-3)  # the run's mean, the slow step in it
+    assert last["img_per_sec"] < 0.5 * 1000 / last["sec_per_kimg"]
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_resume_is_exact(tmp_path, digits, precision):

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vitgan import __version__, distributed, launch, presets
+from vitgan import distributed, launch, presets
+from vitgan._version import __version__
 from vitgan.config import Config, ConfigError, non_none, parse_field
 from vitgan.data import DataError
 from vitgan.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_LOST_RANK, first_line, one_line

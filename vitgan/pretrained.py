@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vitgan._version import __version__
 from vitgan.config import Config, ConfigError
 from vitgan.errors import first_line
 from vitgan.fileio import atomic_write, read_jsonl
@@ -173,7 +174,6 @@ def save_pretrained(generator: nn.Module, out: str | Path, info: dict[str, Any] 
                     force: bool = False) -> None:
     """config.json, model.safetensors, samples.png and README.md of `generator` in the folder `out`, each written
     atomically (the weights before the config, so a folder with a config always has its weights)."""
-    from vitgan import __version__
     from vitgan.images import save_grid
     from vitgan.sampling import generate, latents
 

@@ -12,6 +12,7 @@ import dataclasses
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from vitgan import distributed
 from vitgan.config import Config, ConfigError
 from vitgan.data import ImageData, load
+from vitgan.distributed import World
 from vitgan.networks import count_parameters
 from vitgan.nn.spectral import largest_singular_values
 from vitgan.sampling import latents
@@ -37,6 +39,9 @@ DIGIT_FID_SEEDS = range(1_000_000, 1_001_000)  # 1,000 fixed latents for the per
 RESUMABLE_FIELDS = {"kimg", "batch", "g_lr", "d_lr", "d_steps_per_g", "grad_clip", "augment", "augment_p",
                     "ada_target", "ada_kimg", "augment_fill", "bcr_real", "bcr_fake", "bcr_mode", "bcr_shift",
                     "r1_gamma", "r1_interval", "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
+
+# --nan-policy rollback's target: a training state this run wrote (or resumed from), or an in-memory one
+GoodState = Path | dict[str, Any] | None
 
 
 def crossed(before: int, after: int, interval: int) -> bool:
@@ -88,153 +93,223 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     if resume_state is not None:
         trainer.load_state(resume_state)
     # --nan-policy rollback returns to the newest state written by this run, else to the one it started from
-    last_good: Path | dict[str, Any] | None = None
+    last_good: GoodState = None
     if opts.nan_policy == "rollback":
         last_good = Path(opts.resume) if resume_state is not None and opts.resume else copy.deepcopy(trainer.state())
-    rollbacks = 0
-
-    main = world.is_main  # only rank 0 writes files and prints
     # the machine's matrix-product rate, which a run's speed is read against (every rank at once, as they train)
     gemm = {precision_name(dtype): round(gemm_gflops(device, dtype, n=2048), 1)
             for dtype in dict.fromkeys([torch.float32, amp or torch.float32])}
     report, run_dir = Report.create(Path(opts.outdir), opts.preset, data.name, world)  # run_dir: for rollback too
-    log = report.log
-    options = {"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "device": str(device),
-               "precision": precision_name(amp), "num_images": len(data),
-               "ranks": world.size, "batch_gpu": trainer.batch_gpu, "rounds": trainer.rounds,
-               "compiled": trainer.compiled, "threads": torch.get_num_threads(), "gemm_gflops_per_s": gemm,
-               "G_params": count_parameters(trainer.G), "D_params": count_parameters(trainer.D),
-               "torch": torch.__version__, "command": " ".join(sys.argv)}
-    report.options(options)
-    report.grid(data.batch(torch.arange(min(64, len(data)))), "reals.png")
-    grid_z = latents(GRID_SEEDS, cfg.z_dim)
-    digit_net = digit_fid = None
-    if opts.data == "mnist":  # the embedded default gets a per-tick digit FID against all 5,000 digits
-        from vitgan.metrics.digits import DigitFID, classify, load_classifier
-
-        digit_net = load_classifier()  # every rank classifies its share of the samples; rank 0 scores them all
-        digit_fid = DigitFID.of(data, digit_net) if main else None
-        digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)[world.rank::world.size]  # each rank its share
-    evaluator = None
-    if opts.metrics:  # on every rank: each generates and measures its share of the samples
-        from vitgan.metrics.evaluate import Evaluator, parse_metrics
-
-        evaluator = Evaluator(parse_metrics(opts.metrics), data, inception_path=opts.inception, device=device,
-                              log=log, world=world)
-
-    log(f"run folder: {run_dir}")
-    log(f"preset {opts.preset}, data {opts.data} ({len(data)} images), device {device}, precision "
-        f"{options['precision']}, G {options['G_params']:,} params, D {options['D_params']:,} params")
-    log(f"GEMM rate of {'each rank' if world.size > 1 else 'this process'} ({torch.get_num_threads()} thread(s)): "
-        + ", ".join(f"{name} {rate:g} GFLOP/s" for name, rate in gemm.items())
-        + " (what the speed of each machine class is read against: benchmarks/README.md)")
-    if world.size > 1 or trainer.rounds > 1:
-        log(f"{world.size} rank(s) x {trainer.batch_gpu} images x {trainer.rounds} round(s) = batch {cfg.batch}")
-    if trainer.compiled:
-        log("G and D run through torch.compile: the first step compiles them (one to three minutes on a CPU; "
-            "--no-compile to skip)")
-    if resume_state is not None:
-        log(f"resumed from {opts.resume} at kimg {trainer.cur_nimg / 1000:.1f}, tick {trainer.tick}")
-    total_nimg = int(cfg.kimg * 1000)
-    tick_nimg = max(round(opts.tick_kimg * 1000), 1)
-    start_time, start_nimg = time.time(), trainer.cur_nimg
-    tick_start_time, tick_start_nimg = start_time, trainer.cur_nimg
-    maintenance_s = 0.0  # the previous end_tick's own time: the per-tick work off the training steps
-    sums: dict[str, float] = {}
-
-    def end_tick(final: bool) -> None:
-        """Status line, stats.jsonl row, sample grid, loss plot, TensorBoard; a checkpoint every `snap` ticks."""
-        nonlocal tick_start_time, tick_start_nimg, last_good, maintenance_s
-        now = time.time()
-        measured = {}
-        if evaluator is not None and trainer.cur_nimg > tick_start_nimg and (final or
-                                                                              trainer.tick % opts.metric_every == 0):
-            measured = evaluator(trainer.G_ema)  # every rank takes part
-        save_now = final or crossed(tick_start_nimg, trainer.cur_nimg, tick_nimg * opts.snap)
-        digits = None
-        if digit_net is not None and trainer.cur_nimg > tick_start_nimg:  # every rank classifies its share
-            digits = distributed.gather(classify(digit_net, trainer.samples(digit_z)), world)
-        if not main:  # rank 0 writes the state; the others remember where it is, to roll back to it
-            last_good = trainer.state_path(run_dir) if save_now and opts.nan_policy == "rollback" else last_good
-            sums.clear()
-            tick_start_time, tick_start_nimg = time.time(), trainer.cur_nimg
-            return
-        steps = max(sums.pop("steps", 0), 1)
-        row: dict[str, float] = {"tick": trainer.tick, "kimg": trainer.cur_nimg / 1000, "time": now - start_time}
-        images = trainer.samples(grid_z)
-        if trainer.cur_nimg > tick_start_nimg:
-            rate = (trainer.cur_nimg - start_nimg) / max(now - start_time, 1e-9)
-            row["sec_per_kimg"] = (now - tick_start_time) / ((trainer.cur_nimg - tick_start_nimg) / 1000)
-            row["img_per_sec"] = rate
-            row["maintenance_s"] = maintenance_s
-            row.update({key: value / steps for key, value in sums.items()})
-            row["g_z_std"] = float(images.std(dim=0).mean())  # G_ema's per-pixel spread across z
-            row["d_sigma_max"] = max(largest_singular_values(trainer.D).values())  # D's instability signal
-            if digits is not None:
-                row.update(digit_fid.score(*(np.concatenate(part) for part in zip(*digits, strict=True))))
-            row.update(measured)
-            eta = (total_nimg - trainer.cur_nimg) / max(rate, 1e-9)
-            if opts.minutes is not None:
-                eta = min(eta, opts.minutes * 60 - (now - start_time))
-            report.tick(row, images, trainer.cur_nimg, eta, list(measured))
-        report.grid(images, f"fakes-{trainer.cur_nimg:09d}.png")
-        sums.clear()
-        if save_now:
-            last_good = trainer.save(run_dir, keep_states=opts.keep)
-            log(f"saved {last_good.name} and network-snapshot-{trainer.cur_nimg:09d}.safetensors")
-        tick_start_time, tick_start_nimg = time.time(), trainer.cur_nimg
-        maintenance_s = tick_start_time - now
-
-    def roll_back(error: NonFiniteError) -> None:
-        """--nan-policy rollback: back to the last good state with half the learning rates, or give up."""
-        nonlocal rollbacks, tick_start_time, tick_start_nimg
-        rollbacks += 1
-        if last_good is None or rollbacks > MAX_ROLLBACKS:
-            raise FloatingPointError(f"{error} (gave up after {MAX_ROLLBACKS} rollbacks)") from None
-        state = checkpoint.load_training_state(last_good) if isinstance(last_good, Path) else last_good
-        trainer.rollback(state, ROLLBACK_LR_FACTOR)
-        where = last_good.name if isinstance(last_good, Path) else "the start of this run"
-        log(f"non-finite: {error}; rolled back to {where} (kimg {trainer.cur_nimg / 1000:.3f}) with g_lr "
-            f"{trainer.cfg.g_lr:g}, d_lr {trainer.cfg.d_lr:g} (rollback {rollbacks} of {MAX_ROLLBACKS})")
-        sums.clear()
-        tick_start_time, tick_start_nimg = time.time(), trainer.cur_nimg
-
-    # a compiled run's first step is where compiling happens: if it fails, the run restarts that step uncompiled
-    before_first_step = copy.deepcopy(trainer.state()) if trainer.compiled else None
     try:
-        end_tick(final=False)  # the starting point's sample grid
-        while True:
-            done = trainer.cur_nimg >= total_nimg
-            out_of_time = opts.minutes is not None and distributed.any_rank(
-                time.time() - start_time >= opts.minutes * 60, world)  # all ranks stop at the same step
-            if done or out_of_time:
-                if trainer.cur_nimg > tick_start_nimg:
-                    trainer.tick += 1
-                end_tick(final=True)
-                break
-            try:
-                step_stats = trainer.step()
-            except NonFiniteError as error:
-                if opts.nan_policy != "rollback":
-                    raise
-                roll_back(error)
-                continue
-            except Exception as error:  # the compiled first step failed (no C++ compiler, ...): retried uncompiled,
-                if before_first_step is None:  # where a fault that is not the compiler's shows again
-                    raise
-                log(f"torch.compile failed ({type(error).__name__}: {str(error).strip()[:200]!r}); training "
-                    "without it")
-                trainer.load_state(before_first_step)
-                trainer.uncompile()
-                continue
-            before_first_step = None
-            for key, value in step_stats.items():
-                sums[key] = sums.get(key, 0.0) + value
-            sums["steps"] = sums.get("steps", 0) + 1
-            if crossed(tick_start_nimg, trainer.cur_nimg, tick_nimg) and trainer.cur_nimg < total_nimg:
-                trainer.tick += 1
-                end_tick(final=False)
+        options = run_options(trainer, opts, gemm)
+        report.options(options)
+        report.grid(data.batch(torch.arange(min(64, len(data)))), "reals.png")
+        probes = Probes(cfg, opts, data, device, world, report.log)
+        log_start(report.log, options, trainer, run_dir, resumed=resume_state is not None)
+        TrainingLoop(trainer, opts, report, run_dir, probes, last_good).run()
     finally:
         report.close()
     return run_dir
 
+
+def run_options(trainer: Trainer, opts: RunOptions, gemm: dict[str, float]) -> dict[str, Any]:
+    """training_options.json: the Config, the RunOptions and what the run found (device, ranks, sizes, versions)."""
+    return {"config": trainer.cfg.to_dict(), "run": dataclasses.asdict(opts), "device": str(trainer.device),
+            "precision": precision_name(trainer.amp), "num_images": len(trainer.data),
+            "ranks": trainer.world.size, "batch_gpu": trainer.batch_gpu, "rounds": trainer.rounds,
+            "compiled": trainer.compiled, "threads": torch.get_num_threads(), "gemm_gflops_per_s": gemm,
+            "G_params": count_parameters(trainer.G), "D_params": count_parameters(trainer.D),
+            "torch": torch.__version__, "command": " ".join(sys.argv)}
+
+
+def log_start(log: Callable[[str], None], options: dict[str, Any], trainer: Trainer, run_dir: Path, *,
+              resumed: bool) -> None:
+    """The run's opening lines: where it writes, what it trains on what, and how the batch is split."""
+    run, world = options["run"], trainer.world
+    log(f"run folder: {run_dir}")
+    log(f"preset {run['preset']}, data {run['data']} ({options['num_images']} images), device {trainer.device}, "
+        f"precision {options['precision']}, G {options['G_params']:,} params, D {options['D_params']:,} params")
+    log(f"GEMM rate of {'each rank' if world.size > 1 else 'this process'} ({options['threads']} thread(s)): "
+        + ", ".join(f"{name} {rate:g} GFLOP/s" for name, rate in options["gemm_gflops_per_s"].items())
+        + " (what the speed of each machine class is read against: benchmarks/README.md)")
+    if world.size > 1 or trainer.rounds > 1:
+        log(f"{world.size} rank(s) x {trainer.batch_gpu} images x {trainer.rounds} round(s) = batch "
+            f"{trainer.cfg.batch}")
+    if trainer.compiled:
+        log("G and D run through torch.compile: the first step compiles them (one to three minutes on a CPU; "
+            "--no-compile to skip)")
+    if resumed:
+        log(f"resumed from {run['resume']} at kimg {trainer.cur_nimg / 1000:.1f}, tick {trainer.tick}")
+
+
+class Probes:
+    """What a tick measures of G_ema besides the steps' statistics, on every rank (each its share of the samples):
+    the grid's latents, the digit FID of the bundled digits (data 'mnist') and --metrics."""
+
+    def __init__(self, cfg: Config, opts: RunOptions, data: ImageData, device: torch.device, world: World,
+                 log: Callable[[str], None]) -> None:
+        self.world, self.metric_every = world, opts.metric_every
+        self.grid_z = latents(GRID_SEEDS, cfg.z_dim)
+        self.digit_net = self.digit_fid = self.digit_z = None
+        if opts.data == "mnist":  # the embedded default gets a per-tick digit FID against all 5,000 digits
+            from vitgan.metrics.digits import DigitFID, load_classifier
+
+            self.digit_net = load_classifier()  # every rank classifies its share; rank 0 scores them all
+            self.digit_fid = DigitFID.of(data, self.digit_net) if world.is_main else None
+            self.digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)[world.rank::world.size]
+        self.evaluator = None
+        if opts.metrics:
+            from vitgan.metrics.evaluate import Evaluator, parse_metrics
+
+            self.evaluator = Evaluator(parse_metrics(opts.metrics), data, inception_path=opts.inception,
+                                       device=device, log=log, world=world)
+
+    def metrics(self, trainer: Trainer, final: bool) -> dict[str, float]:
+        """--metrics of G_ema on the ticks they are due (every `metric_every` and the last); {} on the others."""
+        if self.evaluator is None or not (final or trainer.tick % self.metric_every == 0):
+            return {}
+        return self.evaluator(trainer.G_ema)
+
+    def digits(self, trainer: Trainer) -> dict[str, float]:
+        """The digit FID and class coverage of G_ema's samples (on rank 0; {} on the others, and without digits)."""
+        if self.digit_net is None:
+            return {}
+        from vitgan.metrics.digits import classify
+
+        parts = distributed.gather(classify(self.digit_net, trainer.samples(self.digit_z)), self.world)
+        if self.digit_fid is None:
+            return {}
+        return self.digit_fid.score(*(np.concatenate(part) for part in zip(*parts, strict=True)))
+
+
+class TrainingLoop:
+    """Steps the Trainer until cfg.kimg (or opts.minutes) and ends a tick at every multiple of the tick length.
+
+    A non-finite step stops the run, or under --nan-policy rollback returns to `last_good` (the newest training
+    state, or the one the run started from) with lower learning rates. A compiled run's first step is where compiling
+    happens: if it fails, that step is retried uncompiled from the same state.
+    """
+
+    def __init__(self, trainer: Trainer, opts: RunOptions, report: Report, run_dir: Path, probes: Probes,
+                 last_good: GoodState) -> None:
+        self.trainer, self.opts, self.report, self.run_dir, self.probes = trainer, opts, report, run_dir, probes
+        self.world = trainer.world
+        self.last_good = last_good
+        self.rollbacks = 0
+        self.total_nimg = int(trainer.cfg.kimg * 1000)
+        self.tick_nimg = max(round(opts.tick_kimg * 1000), 1)
+        self.start_time, self.start_nimg = time.time(), trainer.cur_nimg
+        self.tick_start_time, self.tick_start_nimg = self.start_time, trainer.cur_nimg
+        self.maintenance_s = 0.0  # the previous end_tick's own time: the per-tick work off the training steps
+        self.sums: dict[str, float] = {}  # the tick's step statistics, summed, and "steps"
+        self.before_first_step = copy.deepcopy(trainer.state()) if trainer.compiled else None
+
+    def run(self) -> None:
+        self.end_tick(final=False)  # the starting point's sample grid
+        while not self.should_stop():
+            self.step()
+        if self.trainer.cur_nimg > self.tick_start_nimg:
+            self.trainer.tick += 1
+        self.end_tick(final=True)
+
+    def should_stop(self) -> bool:
+        """At cfg.kimg, or past opts.minutes on any rank (all ranks stop at the same step)."""
+        done = self.trainer.cur_nimg >= self.total_nimg
+        out_of_time = self.opts.minutes is not None and distributed.any_rank(
+            time.time() - self.start_time >= self.opts.minutes * 60, self.world)
+        return done or out_of_time
+
+    def step(self) -> None:
+        """One Trainer step, its statistics added to the tick's; the tick ends where its length is crossed."""
+        trainer = self.trainer
+        try:
+            stats = trainer.step()
+        except NonFiniteError as error:
+            if self.opts.nan_policy != "rollback":
+                raise
+            self.roll_back(error)
+            return
+        except Exception as error:  # the compiled first step failed (no C++ compiler, ...): retried uncompiled,
+            if self.before_first_step is None:  # where a fault that is not the compiler's shows again
+                raise
+            self.report.log(f"torch.compile failed ({type(error).__name__}: {str(error).strip()[:200]!r}); "
+                            "training without it")
+            trainer.load_state(self.before_first_step)
+            trainer.uncompile()
+            return
+        self.before_first_step = None
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.sums["steps"] = self.sums.get("steps", 0) + 1
+        if crossed(self.tick_start_nimg, trainer.cur_nimg, self.tick_nimg) and trainer.cur_nimg < self.total_nimg:
+            trainer.tick += 1
+            self.end_tick(final=False)
+
+    def end_tick(self, final: bool) -> None:
+        """Status line, stats.jsonl row, sample grid, loss plot, TensorBoard; a checkpoint every `snap` ticks."""
+        trainer, now = self.trainer, time.time()
+        progressed = trainer.cur_nimg > self.tick_start_nimg
+        measured = self.probes.metrics(trainer, final) if progressed else {}  # every rank takes part
+        save_now = final or crossed(self.tick_start_nimg, trainer.cur_nimg, self.tick_nimg * self.opts.snap)
+        digits = self.probes.digits(trainer) if progressed else {}  # every rank takes part
+        if not self.world.is_main:  # rank 0 writes the state; the others remember where it is, to roll back to it
+            if save_now and self.opts.nan_policy == "rollback":
+                self.last_good = trainer.state_path(self.run_dir)
+            self.start_tick()
+            return
+        images = trainer.samples(self.probes.grid_z)
+        if progressed:
+            row = {**self.tick_row(now, images), **digits, **measured}
+            self.report.tick(row, images, trainer.cur_nimg, self.eta(now), list(measured))
+        self.report.grid(images, f"fakes-{trainer.cur_nimg:09d}.png")
+        if save_now:
+            self.last_good = trainer.save(self.run_dir, keep_states=self.opts.keep)
+            self.report.log(f"saved {self.last_good.name} and {checkpoint.snapshot_name(trainer.cur_nimg)}")
+        self.start_tick()
+        self.maintenance_s = self.tick_start_time - now
+
+    def tick_row(self, now: float, images: torch.Tensor) -> dict[str, float]:
+        """The tick's stats.jsonl row before the digit FID and --metrics: its time and rates, the means of the steps'
+        statistics, G_ema's spread across z (from the tick's grid, `images`) and D's largest singular value."""
+        trainer = self.trainer
+        steps = max(self.sums.pop("steps", 0), 1)
+        row: dict[str, float] = {"tick": trainer.tick, "kimg": trainer.cur_nimg / 1000, "time": now - self.start_time}
+        # sec_per_kimg: the tick's steps alone (the status line's img/s is 1000 over it); img_per_sec: the run's
+        # mean since it started, compiling and per-tick work included (the ETA's, and what the benchmarks read)
+        row["sec_per_kimg"] = (now - self.tick_start_time) / ((trainer.cur_nimg - self.tick_start_nimg) / 1000)
+        row["img_per_sec"] = self.mean_rate(now)
+        row["maintenance_s"] = self.maintenance_s
+        row.update({key: value / steps for key, value in self.sums.items()})
+        row["g_z_std"] = float(images.std(dim=0).mean())  # G_ema's per-pixel spread across z
+        row["d_sigma_max"] = max(largest_singular_values(trainer.D).values())  # D's instability signal
+        return row
+
+    def mean_rate(self, now: float) -> float:
+        """Images per second since the run (or its resumption) started."""
+        return (self.trainer.cur_nimg - self.start_nimg) / max(now - self.start_time, 1e-9)
+
+    def eta(self, now: float) -> float:
+        """Seconds to cfg.kimg at the run's mean rate, or to opts.minutes if that comes first."""
+        eta = (self.total_nimg - self.trainer.cur_nimg) / max(self.mean_rate(now), 1e-9)
+        if self.opts.minutes is not None:
+            eta = min(eta, self.opts.minutes * 60 - (now - self.start_time))
+        return eta
+
+    def start_tick(self) -> None:
+        """A new tick starts now, at the current image count, with no statistics yet."""
+        self.sums.clear()
+        self.tick_start_time, self.tick_start_nimg = time.time(), self.trainer.cur_nimg
+
+    def roll_back(self, error: NonFiniteError) -> None:
+        """--nan-policy rollback: back to the last good state with half the learning rates, or give up."""
+        self.rollbacks += 1
+        if self.last_good is None or self.rollbacks > MAX_ROLLBACKS:
+            raise FloatingPointError(f"{error} (gave up after {MAX_ROLLBACKS} rollbacks)") from None
+        good = self.last_good
+        state = checkpoint.load_training_state(good) if isinstance(good, Path) else good
+        self.trainer.rollback(state, ROLLBACK_LR_FACTOR)
+        where = good.name if isinstance(good, Path) else "the start of this run"
+        self.report.log(f"non-finite: {error}; rolled back to {where} (kimg {self.trainer.cur_nimg / 1000:.3f}) "
+                        f"with g_lr {self.trainer.cfg.g_lr:g}, d_lr {self.trainer.cfg.d_lr:g} (rollback "
+                        f"{self.rollbacks} of {MAX_ROLLBACKS})")
+        self.start_tick()

@@ -1,6 +1,10 @@
 """What a run writes, in its own folder `runs/NNNNN-<preset>-<data>/` (rank 0 only): training_options.json, log.txt
 (each line also printed), stats.jsonl with losses.png and metrics.png, the sample grids, and TensorBoard events when
-tensorboard is installed. Checkpoints are the Trainer's (trainer.py, checkpoint.py)."""
+tensorboard is installed. Checkpoints are the Trainer's (trainer.py, checkpoint.py).
+
+A stats.jsonl row is one tick: `time` since the run started; `sec_per_kimg`, the tick's steps alone (the status
+line's img/s is 1000 over it); `img_per_sec`, the run's mean since it started (compiling and per-tick work included);
+`maintenance_s`, the previous tick's end; then the means of the steps' statistics and the tick's measures."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch
 
 from vitgan import distributed
 from vitgan.distributed import World
-from vitgan.fileio import atomic_write
+from vitgan.fileio import atomic_write, read_jsonl
 from vitgan.images import save_grid
 from vitgan.training.loss import TERMS
 
@@ -65,7 +69,7 @@ class Report:
 
     def tick(self, row: dict[str, Any], images: torch.Tensor, nimg: int, eta: float, metrics: list[str]) -> None:
         """One tick's measurements (`metrics`: the names of its --metrics results in `row`): a stats.jsonl row, the
-        plots, TensorBoard, and the status line."""
+        plots, TensorBoard, and the status line, whose img/s is the tick's, as its sec/kimg."""
         if self.run_dir is None:
             return
         stats_path = self.run_dir / "stats.jsonl"
@@ -81,9 +85,9 @@ class Report:
             self._tb.add_images("fakes", (images[:32] + 1) / 2, nimg)
         terms = "  ".join(f"{k} {row[k]:.3f}" if isinstance(row[k], float) else f"{k} {row[k]}"
                           for k in (*SHOWN, *self.metric_names) if k in row)
+        rate = 1000 / max(row["sec_per_kimg"], 1e-9)  # the tick's, as sec/kimg (the run's mean: img_per_sec)
         self.log(f"tick {row['tick']:<4d} kimg {row['kimg']:<7.1f} time {format_seconds(row['time'])}  "
-                 f"sec/kimg {row['sec_per_kimg']:<6.2f} img/s {row['img_per_sec']:<6.1f} ETA {format_seconds(eta)}  "
-                 f"{terms}")
+                 f"sec/kimg {row['sec_per_kimg']:<6.2f} img/s {rate:<6.1f} ETA {format_seconds(eta)}  {terms}")
 
     def close(self) -> None:
         if self._tb is not None:
@@ -107,7 +111,7 @@ def plot_losses(stats_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in stats_path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(stats_path)
     if not rows:
         return
     kimg = [r["kimg"] for r in rows]
@@ -139,7 +143,7 @@ def plot_metrics(stats_path: Path, names: list[str], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in stats_path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(stats_path)
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         points = [(r["kimg"], r[name]) for r in rows if name in r]

@@ -303,11 +303,12 @@ class Trainer:
             self.ada_r = [float(r) for r in state["augment"].get("ada_r", [])]
 
     def state_path(self, run_dir: Path) -> Path:
-        return run_dir / f"training-state-{self.cur_nimg:09d}.pt"
+        """Where `save` writes the training state of the current image count."""
+        return run_dir / checkpoint.state_name(self.cur_nimg)
 
     def save(self, run_dir: Path, *, keep_states: int = 2) -> Path:
         """A network snapshot and a training state (the newest `keep_states` kept); returns the training state."""
-        snapshot = run_dir / f"network-snapshot-{self.cur_nimg:09d}.safetensors"
+        snapshot = run_dir / checkpoint.snapshot_name(self.cur_nimg)
         checkpoint.save_snapshot(snapshot, self.cfg, {"G_ema": self.G_ema, "G": self.G, "D": self.D},
                                  {"cur_nimg": self.cur_nimg, "tick": self.tick})
         state = self.state_path(run_dir)
