@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from vitgan.fileio import read_jsonl
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "demo_speed.jsonl"
 BENCH_RESULTS = ROOT / "benchmarks" / "results" / "demo_speed_bench.jsonl"
@@ -47,7 +49,7 @@ def vitgan(tree: Path, *args: str) -> str:
 def run(tree: Path, minutes: float, outdir: Path, extra: list[str]) -> dict:
     vitgan(tree, "train", "--minutes", str(minutes), "--tick", str(TICK_KIMG), "--outdir", str(outdir), *extra)
     folder = sorted(p for p in outdir.iterdir() if p.is_dir())[-1]
-    rows = [json.loads(line) for line in (folder / "stats.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_jsonl(folder / "stats.jsonl")
     first, last = rows[0], rows[-1]
     options = json.loads((folder / "training_options.json").read_text())
     # the ends of ticks 1..n-1 fall between the first and the last row; row k logs the end of tick k-1

@@ -51,13 +51,14 @@ def write_digits(folder: Path) -> None:
 
 def summary(out: Path, run: Path, exit_code: int = 0) -> dict:
     from vitgan.data import load_mnist5k
+    from vitgan.fileio import read_jsonl
     from vitgan.metrics.digits import DigitFID
     from vitgan.pretrained import load
     from vitgan.sampling import generate, latents
+    from vitgan.training import checkpoint
 
     result: dict = {"bench": []}
-    for line in (out / "bench.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(out / "bench.jsonl"):
         tflops = peak(row["device"], row["precision"])
         vs_gemm = f"iteration_vs_gemm_{row['precision']}"
         result["bench"].append({**{k: row[k] for k in ("device", "precision", "batch", "images_per_s",
@@ -65,13 +66,13 @@ def summary(out: Path, run: Path, exit_code: int = 0) -> dict:
                                 "iteration_vs_gemm": row.get(vs_gemm),
                                 "peak_tflops": tflops,
                                 "mfu": row["iteration_gflops_per_s"] / (tflops * 1000) if tflops else None})
-    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_jsonl(run / "stats.jsonl")
     last = rows[-1]
     result["training"] = {k: last.get(k) for k in ("kimg", "img_per_sec", "loss_d", "loss_g", "logits_real",
                                                     "logits_fake", "g_z_std", "d_sigma_max")}
     result["training"]["logits_separate"] = bool(last["logits_real"] - last["logits_fake"] > 0.5)
     result["training"]["exit_code"] = exit_code
-    snapshots = sorted(run.glob("network-snapshot-*.safetensors"))
+    snapshots = checkpoint.snapshots(run)
     if not snapshots:  # the run stopped before its first snapshot (e.g. a NaN): no samples to measure
         result["samples"] = result["one_mode"] = None
         (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")

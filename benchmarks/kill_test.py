@@ -69,8 +69,10 @@ def write_images(folder: Path) -> Path:
 
 
 def newest_state(outdir: Path) -> Path:
+    from vitgan.training.checkpoint import training_states
+
     runs = sorted((p for p in outdir.iterdir() if re.match(r"^\d{5}-", p.name)), key=lambda p: p.name)
-    return sorted(runs[-1].glob("training-state-*.pt"))[-1]
+    return training_states(runs[-1])[0]
 
 
 def differences(a: Any, b: Any, where: str = "") -> list[str]:
@@ -127,7 +129,7 @@ def kill_at(child: subprocess.Popen, moment: str, progress: Path, outdir: Path, 
 
 
 def run_kill_test(work: Path, *, kills: int, seed: int, kimg: float, tick: float, snap: int) -> dict[str, Any]:
-    from vitgan.training.checkpoint import checksum_path, load_training_state, verify
+    from vitgan.training.checkpoint import checksum_path, load_training_state, training_states, verify
 
     data = write_images(work / "images")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -170,7 +172,7 @@ def run_kill_test(work: Path, *, kills: int, seed: int, kimg: float, tick: float
             folder = runs[-1] if runs else None
             partial = sorted(p.name for p in folder.glob(".*.tmp*")) if folder else []
             orphans = [s.name for s in folder.glob("*.sha256") if not s.with_suffix("").exists()] if folder else []
-            damaged = [s.name for s in folder.glob("training-state-*.pt") if checksum_path(s).exists()
+            damaged = [s.name for s in training_states(folder) if checksum_path(s).exists()
                        and verify(s) is False] if folder else []
             record = {"in_write": bool(partial or orphans), "damaged": damaged, "before_first_step": not lines,
                       "aimed_at": moment}

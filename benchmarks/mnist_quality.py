@@ -21,9 +21,11 @@ import torch
 import vitgan
 from vitgan import presets
 from vitgan.data import load_mnist5k
+from vitgan.fileio import read_jsonl
 from vitgan.images import save_grid
 from vitgan.metrics.digits import DigitFID
 from vitgan.sampling import generate, latents
+from vitgan.training.checkpoint import newest_snapshot, snapshots
 from vitgan.training.loop import train
 from vitgan.training.options import RunOptions
 
@@ -59,12 +61,12 @@ def main() -> None:
         run = train(cfg, opts)
         wall = time.time() - start
         curve = []
-        for snapshot in sorted(run.glob("network-snapshot-*.safetensors")):
+        for snapshot in snapshots(run):
             kimg = int(snapshot.stem.rsplit("-", 1)[1]) / 1000
             curve.append({"kimg": kimg, **evaluate(snapshot, fid, count=2000)})
-        final = sorted(run.glob("network-snapshot-*.safetensors"))[-1]
+        final = newest_snapshot(run)
         result = evaluate(final, fid)
-        stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+        stats = read_jsonl(run / "stats.jsonl")
         generator = vitgan.load(final)
         save_grid(generate(generator, latents(range(100), generator.z_dim)), outdir / f"mnist-{name}-final.png",
                   nrow=10)
