@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from vitgan.ablate import HAND_WRITTEN, PAPER, RECIPES, _verdict, select
+from vitgan.ablate import GROUPS, HAND_WRITTEN, PAPER, RECIPES, Variant, select
+from vitgan.ablate.report import _verdict
 from vitgan.cli import main
 from vitgan.config import Config, ConfigError
 
@@ -30,6 +31,26 @@ def test_every_variant_is_a_valid_configuration_of_the_paper():
     assert RECIPES[0].overrides == {} and [v.name for v in select("authors", "recipe")] == ["preset", "authors"]
     with pytest.raises(ConfigError, match="^group: 'nope'"):
         select(None, "nope")
+
+
+def test_variant_names_are_unique_in_every_group(monkeypatch):
+    """A variant's name names its run folders and records: a name defined twice in a group (the recipe group's
+    r1-0.1 once was) trains twice into one folder, so every group's names are unique and a duplicate is refused."""
+    from vitgan.ablate import variants
+
+    assert set(GROUPS) == {"paper", "recipe"}
+    for group, members in GROUPS.items():
+        names = [v.name for v in members]
+        assert len(names) == len(set(names)), group
+        assert [v.name for v in select(",".join(names), group)] == names  # each name selects its one variant
+    r1 = [v.why for v in RECIPES if v.name == "r1-0.1"]
+    assert r1 == ["R1 at a tenth of the preset's weight (the authors' gamma)"]  # the one benchmarks/recipe.md records
+    twice = [Variant("a", {}, "reference"), Variant("b"), Variant("b", {"g_lr": "1e-3"})]
+    with pytest.raises(ValueError, match="recipe group defines b more than once"):
+        variants.unique("recipe", twice)  # as the catalogue defines each group
+    monkeypatch.setitem(GROUPS, "paper", twice)
+    with pytest.raises(ValueError, match="paper group defines b more than once"):
+        select(None, "paper")
 
 
 def test_verdicts_need_a_difference_beyond_the_spread():
@@ -120,7 +141,7 @@ def test_a_diverged_run_is_reported_as_such(tmp_path, monkeypatch, capsys):
 
 def test_a_sample_sheet_is_kept_when_a_snapshot_is_gone(tmp_path):
     """A report regenerated where the runs are not (a clean clone) keeps its committed sample sheet."""
-    from vitgan.ablate import _sample_sheet
+    from vitgan.ablate.report import _sample_sheet
 
     sheet = tmp_path / "samples.png"
     sheet.write_bytes(b"committed")
@@ -133,7 +154,7 @@ def test_a_wall_clock_cap_reaches_every_run():
     """--minutes M caps each run's wall-clock: every `vitgan train` command gets --minutes M (none without it)."""
     from types import SimpleNamespace
 
-    from vitgan.ablate import _command
+    from vitgan.ablate.runner import command as _command
 
     args = SimpleNamespace(preset="mnist", data="mnist", kimg=50.0, tick=5.0, compile=False, override=[], minutes=6.5)
     command = _command(PAPER[1], 2, args, "out")

@@ -78,7 +78,7 @@ def test_the_status_line_rate_is_the_ticks(tmp_path, digits, monkeypatch):
         assert shown[row["tick"]] == f"{1000 / row['sec_per_kimg']:.1f}"
     last = rows[-1]
     assert last["img_per_sec"] == pytest.approx(24 / last["time"], rel=1e-3)  # the run's mean, the slow step in it
-    assert last["img_per_sec"] < 0.5 * 1000 / last["sec_per_kimg"]
+    assert f"{last['img_per_sec']:.1f}" != shown[3]  # (the line showed this mean before)
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_resume_is_exact(tmp_path, digits, precision):

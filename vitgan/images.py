@@ -13,17 +13,18 @@ from vitgan.fileio import atomic_write
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) in [-1, 1] -> the same as uint8 in [0, 255] (rounded, clipped): the pixels a PNG would hold."""
+    """(B, C, H, W) floats, clamped to [-1, 1] (a linear-output G's are unbounded) -> the same as uint8 in [0, 255]
+    (rounded): the pixels a PNG would hold."""
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8 in [0, 255]."""
+    """(B, C, H, W), clamped to [-1, 1] -> (B, H, W, C) uint8 in [0, 255]."""
     return quantize(images.cpu()).permute(0, 2, 3, 1).numpy()
 
 
 def grid_array(images: torch.Tensor, *, nrow: int | None = None, padding: int = 2) -> np.ndarray:
-    """Tile a batch (B, C, H, W) in [-1, 1] into one (H', W', C) uint8 array, `nrow` images per row."""
+    """Tile a batch (B, C, H, W), clamped to [-1, 1], into one (H', W', C) uint8 array, `nrow` images per row."""
     pixels = to_uint8(images)
     count, height, width, channels = pixels.shape
     nrow = nrow or math.ceil(math.sqrt(count))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +11,10 @@ from torch import nn
 
 from vitgan.config import ConfigError
 from vitgan.images import grid_array, save_grid, save_png, to_uint8
+
+GRID_NAME = "grid.png"  # every seed's image on one sheet
+INTERPOLATION_NAME = "interpolation.png"  # one row of frames per pair of consecutive seeds
+SHEETS = (GRID_NAME, INTERPOLATION_NAME)  # what write_images writes besides the samples (`eval --gen` skips them)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -26,6 +31,17 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def check_psi(psi: float) -> None:
+    """Refuse a truncation psi that is not a finite number: NaN or inf would turn every w, and every image, to NaN
+    (written as black PNGs)."""
+    try:
+        finite = math.isfinite(float(psi))
+    except (TypeError, ValueError):
+        finite = False
+    if not finite:
+        raise ConfigError(f"psi: the truncation must be a finite number (1 = none), got {psi!r}")
+
+
 def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
     """One z per seed, each from its own torch.Generator: a seed gives the same z whatever the batch it is in."""
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
@@ -33,7 +49,9 @@ def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(generator: nn.Module, z: torch.Tensor, *, psi: float = 1.0, batch: int = 32) -> torch.Tensor:
-    """Images (N, C, H, W) in [-1, 1] for latents z (N, z_dim), computed `batch` at a time on G's device."""
+    """Images (N, C, H, W) for latents z (N, z_dim), computed `batch` at a time on G's device: G's raw output,
+    in [-1, 1] with `g_output` tanh, unbounded with linear (every preset's); the PNG writers clamp to [-1, 1]."""
+    check_psi(psi)
     device = next(generator.parameters()).device
     out = [generator(z[i:i + batch].to(device), psi=psi).float().cpu() for i in range(0, len(z), batch)]
     return torch.cat(out)
@@ -42,6 +60,7 @@ def generate(generator: nn.Module, z: torch.Tensor, *, psi: float = 1.0, batch: 
 @torch.no_grad()
 def interpolate(generator: nn.Module, seeds: Sequence[int], *, steps: int = 8, psi: float = 1.0) -> torch.Tensor:
     """For each consecutive pair of seeds, `steps` images along the straight line between their w vectors."""
+    check_psi(psi)
     device = next(generator.parameters()).device
     w = generator.map(latents(seeds, generator.z_dim).to(device), psi)
     t = torch.linspace(0, 1, steps, device=device)[None, :, None]
@@ -51,17 +70,19 @@ def interpolate(generator: nn.Module, seeds: Sequence[int], *, steps: int = 8, p
 
 def write_images(generator: nn.Module, seeds: Sequence[int], outdir: Path, *, psi: float = 1.0, batch: int = 32,
                  interpolation_steps: int = 0) -> list[Path]:
-    """seedNNNN.png per seed and grid.png; with interpolation_steps, interpolation.png (one row per seed pair)."""
+    """seedNNNN.png per seed and grid.png; with interpolation_steps, interpolation.png (one row per seed pair).
+    Nothing is written when an argument is bad (a non-finite psi)."""
+    check_psi(psi)
     images = generate(generator, latents(seeds, generator.z_dim), psi=psi, batch=batch)
     written = []
     for seed, pixels in zip(seeds, to_uint8(images), strict=True):
         path = outdir / f"seed{seed:04d}.png"
         save_png(pixels, path)
         written.append(path)
-    save_grid(images, outdir / "grid.png")
-    written.append(outdir / "grid.png")
+    save_grid(images, outdir / GRID_NAME)
+    written.append(outdir / GRID_NAME)
     if interpolation_steps and len(seeds) > 1:
         frames = interpolate(generator, seeds, steps=interpolation_steps, psi=psi)
-        save_png(grid_array(frames, nrow=interpolation_steps), outdir / "interpolation.png")
-        written.append(outdir / "interpolation.png")
+        save_png(grid_array(frames, nrow=interpolation_steps), outdir / INTERPOLATION_NAME)
+        written.append(outdir / INTERPOLATION_NAME)
     return written

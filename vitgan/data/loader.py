@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import torch
@@ -35,13 +35,14 @@ def load_source(source: Source, *, resolution: int, channels: int, skip_bad: boo
 
 
 def load(spec: str, *, resolution: int, channels: int, skip_bad: bool = False,
-         progress: bool | None = None) -> ImageData:
+         progress: bool | None = None, ignore: Collection[str] = ()) -> ImageData:
     """`mnist` (the bundled digits), or any source `open_source` reads (a folder, a zip such as `vitgan prepare`
-    writes, CIFAR batches, CelebA, an LSUN LMDB), checked against the configured image shape."""
+    writes, CIFAR batches, CelebA, an LSUN LMDB), checked against the configured image shape. A folder's or zip's
+    files at its root named in `ignore` are left out."""
     if spec == "mnist":
         data = load_mnist5k()
     else:
-        data = load_source(open_source(spec), resolution=resolution, channels=channels, skip_bad=skip_bad,
+        data = load_source(open_source(spec, ignore), resolution=resolution, channels=channels, skip_bad=skip_bad,
                            progress=progress)
     if tuple(data.images.shape[1:]) != (channels, resolution, resolution):
         shape = "x".join(map(str, data.images.shape[1:]))
@@ -50,12 +51,12 @@ def load(spec: str, *, resolution: int, channels: int, skip_bad: bool = False,
     return data
 
 
-def image_shape(spec: str) -> tuple[int, int]:
+def image_shape(spec: str, ignore: Collection[str] = ()) -> tuple[int, int]:
     """(side, channels) that `load` keeps a source's images at: the side of its first image's centre crop, and 1 for
-    a grayscale first image, else 3."""
+    a grayscale first image, else 3 (the files named in `ignore` left out, as `load` leaves them)."""
     if spec == "mnist":
         return 32, 1
-    source = open_source(spec)
+    source = open_source(spec, ignore)
     for item in source:
         try:
             if isinstance(item.data, BadImage):

@@ -1,8 +1,9 @@
 """Readers for datasets in their published on-disk formats; each yields `Item`s (name, bytes or pixels, label).
 
 `open_source(path)` recognises:
-- a folder of images (recursive, sorted by path; png, jpg, jpeg, webp, bmp; other files are ignored), with labels
-  from a `dataset.json` at its root when there is one (StyleGAN2-ADA's format);
+- a folder of images (recursive, sorted by path; png, jpg, jpeg, webp, bmp; other files are ignored, and so are
+  the files at its root named in `ignore`), with labels from a `dataset.json` at its root when there is one
+  (StyleGAN2-ADA's format);
 - a zip of images (the same, members sorted by name) -- `vitgan prepare`'s output is one;
 - CIFAR-10 / CIFAR-100 python batches: the `cifar-10-batches-py` / `cifar-100-python` folder or the .tar.gz as
   published; the training split (data_batch_1..5, or `train`), with labels (CIFAR-100: the fine labels);
@@ -17,7 +18,7 @@ import pickle
 import tarfile
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +72,17 @@ def _labels_json(text: bytes | str, where: str) -> dict[str, int]:
 
 
 class FolderSource(Source):
-    """Every image under a folder, recursively, sorted by relative path."""
+    """Every image under a folder, recursively, sorted by relative path; but not the files at its root named in
+    `ignore` (e.g. the sheets `vitgan generate` writes beside its samples)."""
 
     kind = "folder"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ignore: Collection[str] = ()) -> None:
         super().__init__(path)
-        self.files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*")
-                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        skipped = set(ignore)
+        self.files = sorted(rel for rel in (p.relative_to(path).as_posix() for p in path.rglob("*")
+                                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                            if rel not in skipped)
         meta = path / "dataset.json"
         self.labels = _labels_json(meta.read_bytes(), str(meta)) if meta.is_file() else {}
 
@@ -96,11 +100,12 @@ class FolderSource(Source):
 
 
 class ZipSource(Source):
-    """Every image in a zip, sorted by member name; labels from a dataset.json at the zip's root."""
+    """Every image in a zip, sorted by member name, but not the members at its root named in `ignore`; labels from
+    a dataset.json at the zip's root."""
 
     kind = "zip"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ignore: Collection[str] = ()) -> None:
         super().__init__(path)
         try:
             with zipfile.ZipFile(path) as archive:
@@ -110,8 +115,9 @@ class ZipSource(Source):
             raise DataError(f"{path}: not a readable zip ({error})") from None
         if any(Path(n).name == "data.mdb" for n in names):
             raise DataError(f"{path}: holds an LMDB export; unzip it and give the folder with data.mdb")
+        skipped = set(ignore)
         self.members = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES and not n.endswith("/")
-                              and not n.startswith("__MACOSX/"))
+                              and not n.startswith("__MACOSX/") and n not in skipped)
         self.labels = _labels_json(meta, f"{path}:dataset.json") if meta is not None else {}
 
     def __len__(self) -> int:
@@ -248,8 +254,9 @@ def _cifar_kind(names: set[str]) -> str | None:
     return None
 
 
-def open_source(spec: str | Path) -> Source:
-    """The reader for a path; raises DataError when it is none of the formats above."""
+def open_source(spec: str | Path, ignore: Collection[str] = ()) -> Source:
+    """The reader for a path; raises DataError when it is none of the formats above. A folder or zip leaves out the
+    files at its root named in `ignore`."""
     path = Path(spec)
     if path.is_dir():
         names = {p.name for p in path.iterdir()}
@@ -257,7 +264,8 @@ def open_source(spec: str | Path) -> Source:
             return LmdbSource(path)
         if kind := _cifar_kind(names):
             return CifarSource(path, kind)
-        return _celeba(FolderSource(path)) if path.name == CELEBA_NAME else FolderSource(path)
+        folder = FolderSource(path, ignore)
+        return _celeba(folder) if path.name == CELEBA_NAME else folder
     if path.is_file():
         if path.name == "data.mdb":
             return LmdbSource(path.parent)
@@ -271,7 +279,7 @@ def open_source(spec: str | Path) -> Source:
                 raise DataError(f"{path}: not a CIFAR-10/100 python archive (no batches.meta or meta inside)")
             return CifarSource(path, kind)
         if path.suffix.lower() == ".zip":
-            source = ZipSource(path)
+            source = ZipSource(path, ignore)
             if path.stem == CELEBA_NAME or (source.members and all(m.startswith(CELEBA_NAME + "/")
                                                                    for m in source.members)):
                 return _celeba(source)

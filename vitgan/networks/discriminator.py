@@ -43,8 +43,9 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """ViT discriminator: `D(x)` takes images (B, C, H, W) in [-1, 1] and returns logits (B,), or (B / d_pack,), one
-    per pack of `d_pack` consecutive images stacked along channels (PacGAN; 1 in the paper).
+    """ViT discriminator: `D(x)` takes images (B, C, H, W) (reals in [-1, 1]; G's, unbounded with a linear output)
+    and returns logits (B,), or (B / d_pack,), one per pack of `d_pack` consecutive images stacked along channels
+    (PacGAN; 1 in the paper).
 
     Patches of side P + 2o with stride P (o = P/2 when `d_overlap`, else 0), zero-padded by o at the border, are
     projected to tokens; a class token and learned 1-D positional embeddings are added; pre-LN blocks with L2 (or

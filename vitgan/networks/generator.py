@@ -103,7 +103,9 @@ class LinearHead(nn.Module):
 class Generator(nn.Module):
     """ViTGAN generator: z -> w (mapping) -> transformer over Fourier positional tokens -> INR patches -> image.
 
-    `G(z)` takes z of shape (B, G.z_dim) and returns images (B, C, H, W) in [-1, 1].
+    `G(z)` takes z of shape (B, G.z_dim) and returns images (B, C, H, W): in [-1, 1] with `g_output` tanh,
+    unbounded with `g_output` linear (every preset's; vitgan's image writers clamp them to [-1, 1] when they
+    quantise, vitgan/images.py).
     The input tokens are the learned Fourier positional embeddings sin(Linear(patch coordinates)), not z;
     w enters through SLN (design C), by addition to every token (A), or as a prepended token (B).
     """
