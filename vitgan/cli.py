@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import typing
@@ -18,6 +19,7 @@ from vitgan.config import Config, ConfigError, non_none, parse_field
 from vitgan.data import DataError
 from vitgan.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_LOST_RANK, first_line, one_line
 from vitgan.metrics.inception import WEIGHTS_NAME, InceptionError
+from vitgan.sampling import SHEETS
 from vitgan.training.checkpoint import CheckpointError
 from vitgan.training.device import has_amx
 from vitgan.training.options import RunOptions, available_cores, local_ranks
@@ -125,6 +127,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     opts = RunOptions(preset=preset, resume=resume, **run)
     opts.check()
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
+    if state is not None and state["cur_nimg"] >= int(cfg.kimg * 1000):  # nothing left to train: no new run folder
+        if os.environ.get("RANK", "0") == "0":
+            done = state["cur_nimg"] / 1000
+            print(f"vitgan: the run is complete: {resume} is at {done:g} kimg, its --kimg is {cfg.kimg:g}; nothing "
+                  f"to train (to train it further, resume with a larger --kimg, e.g. --kimg {2 * cfg.kimg:g})",
+                  file=sys.stderr)
+        return 0
     cores = available_cores()
     ranks = local_ranks(cfg, opts, cores, launched=distributed.launched(), amx=has_amx())
     if distributed.launched() and os.environ.get(launch.LOCAL_RANK_MARK):
@@ -150,6 +159,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     seeds = parse_seeds(args.seeds)
     if args.batch < 1:
         raise ConfigError(f"batch: must be positive, got {args.batch}")
+    if not math.isfinite(args.trunc):  # NaN or inf would make every image NaN: black PNGs
+        raise ConfigError(f"trunc: must be a finite number (1 = no truncation), got {args.trunc}")
     generator = load(args.ckpt, device=resolve_device(args.run_device or RunOptions.device))
     written = write_images(generator, seeds, Path(args.outdir), psi=args.trunc, batch=args.batch,
                            interpolation_steps=args.steps if args.interpolate else 0)
@@ -175,10 +186,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.gen is not None:
         if args.data is None:
             raise ConfigError("data: --gen needs --data, the real images to compare with")
-        shape = image_shape(args.gen)
+        shape = image_shape(args.gen, ignore=SHEETS)  # `vitgan generate`'s grid.png, ...: not samples
         resolution, channels = args.resolution or shape[0], args.channels or shape[1]
-        data_spec, where, source = args.data, Path(args.gen).resolve().parent, {"gen": args.gen}
-        gen = load_data(args.gen, resolution=resolution, channels=channels)  # a short set fails before any real
+        gen_path = Path(args.gen)
+        data_spec, source = args.data, {"gen": args.gen}
+        where = gen_path if gen_path.is_dir() else gen_path.resolve().parent  # beside the samples
+        gen = load_data(args.gen, resolution=resolution, channels=channels,
+                        ignore=SHEETS)  # a short set fails before any real
         largest = max(metrics, key=lambda m: m.num_gen)  # image is measured
         if len(gen) < largest.num_gen:
             raise ConfigError(f"gen: {args.gen} holds {len(gen):,} images, {largest.name} needs {largest.num_gen:,}")
@@ -205,11 +219,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
               "reals": evaluator.num_real, "seconds": round(time.time() - start, 1)}
     line = json.dumps(record)
     print(line)
+    out = Path(args.out) if args.out else where / "metrics.jsonl"
     try:
-        with open(where / "metrics.jsonl", "a") as f:
+        with open(out, "a") as f:
             f.write(line + "\n")
     except OSError as error:
-        print(f"vitgan: warning: results not appended to {where / 'metrics.jsonl'} ({error})", file=sys.stderr)
+        print(f"vitgan: warning: results not appended to {out} ({error})", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -339,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "with a final snapshot (the report gives each run's kimg; a later ablate reuses it as finished)")
     p.add_argument("--variants", help="comma-separated subset of the group (default: all; the reference, vitgan or "
                    "preset, is always included). paper: vitgan, vanilla, no-l2, no-isn, no-overlap, g-design-a, "
-                   "g-design-b, linear-head, cnn-d; recipe: see vitgan/ablate.py")
+                   "g-design-b, linear-head, cnn-d; recipe: see vitgan/ablate/variants.py")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     p.add_argument("--tick", type=float, default=2.0, help="kimg between the per-run measurements")
@@ -362,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", help="a network-snapshot-*.safetensors file, a run folder (its newest snapshot) or an "
                    "exported folder (its EMA generator)")
     p.add_argument("--gen", help="instead of --ckpt: generated images, in any form --data takes (a folder, a zip, "
-                   "...); the first N are scored")
+                   "...); the first N are scored, leaving out the sheets `vitgan generate` writes beside its samples "
+                   f"({', '.join(SHEETS)})")
     p.add_argument("--data", help="the real images: 'mnist', or a dataset path (default with --ckpt: the data it "
                    "was trained on)")
     p.add_argument("--metrics", default="fid50k_full", help="comma-separated StyleGAN2-ADA names: fid50k_full, "
@@ -376,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="folder of cached reference features (default: $VITGAN_CACHE or ~/.cache/vitgan)")
     p.add_argument("--max-real", type=int, help="use at most this many real images (default: all)")
     p.add_argument("--batch", type=int, default=64, help="images per forward pass")
+    p.add_argument("--out", metavar="FILE", help="append the JSON line of results to this file (default: "
+                   "metrics.jsonl beside what was scored: in the run folder or exported folder, in the --gen folder, "
+                   "or beside the --gen file)")
     add_field_options(p, RunOptions, "run_", only=["device"])
     p.set_defaults(func=cmd_eval)
 
@@ -389,8 +408,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """What each of a command's options is called on the command line, by the name errors use: a Config or
+    RunOptions field's name (`g_lr` -> `--g-lr`, `tick_kimg` -> `--tick`), or the option's own (`max_real`)."""
+    flags = {}
+    for action in parser._actions:
+        names = [name for name in action.option_strings if name.startswith("--")]
+        if names and action.dest != "help":  # a field's option keeps it under PREFIX + name (add_field_options)
+            field = action.dest.split("_", 1)[1] if action.dest.startswith(("cfg_", "run_")) else action.dest
+            flags[field] = names[0]
+    return flags
+
+
+def name_the_flag(message: str, flags: dict[str, str]) -> str:
+    """A ConfigError's message (`g_lr: expected a finite number, got nan`) with its leading field name replaced by
+    the option the user typed (`--g-lr: ...`); unchanged when it names no option of the command."""
+    name, sep, rest = message.partition(": ")
+    return f"{flags[name]}{sep}{rest}" if sep and name in flags else message
+
+
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices[command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # the command's own arguments, for reports
     args.from_command_line = argv is None
     if argv is None and args.command in ("train", "bench", "eval"):  # a command line, not a call from Python
@@ -400,7 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.func(args) or 0  # a command returns an exit code, or None for 0
         finished = True
     except (ConfigError, DataError, CheckpointError, InceptionError, FloatingPointError) as error:
-        print(f"vitgan: error: {one_line(str(error))}", file=sys.stderr)
+        message = str(error)  # a Config field (the Python API's name) said as the flag the user typed
+        if isinstance(error, ConfigError):
+            message = name_the_flag(message, option_flags(_command_parser(parser, args.command)))
+        print(f"vitgan: error: {one_line(message)}", file=sys.stderr)
         return EXIT_DIVERGED if isinstance(error, FloatingPointError) else EXIT_BAD_INPUT  # a NaN/inf: a result
     except OSError as error:  # a full disk, a read-only folder, a missing permission: the file and the reason
         where = f"{error.filename}: " if error.filename else ""

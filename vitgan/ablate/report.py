@@ -1,0 +1,311 @@
+"""Measuring and reporting `vitgan ablate`'s runs: each finished run's final digit FID and class coverage (its raw
+record kept in `<report folder>/<report name>/results.jsonl`, its per-tick stats in `stats/`), and the report written
+from those records alone: the figures (digit FID and D's norms against kimg, a sheet of samples per variant), the
+table of final digit FIDs with their spread over seeds, and the verdict on each variant's claim."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitgan.ablate.variants import Variant
+from vitgan.config import ConfigError
+from vitgan.fileio import atomic_write, read_jsonl
+from vitgan.training.checkpoint import newest_snapshot
+
+COLLAPSE_AFTER_KIMG = 20.0  # the fewest classes at any tick after this many kimg tells whether a run collapsed later
+HAND_WRITTEN = "<!-- written by hand below: kept when the report is regenerated -->"
+
+
+# --- measurement ---
+@functools.cache
+def _digit_fid() -> Any:
+    """The digit measure against all 5,000 bundled digits (their statistics computed once for every run)."""
+    from vitgan.data import load_mnist5k
+    from vitgan.metrics.digits import DigitFID
+
+    return DigitFID.of(load_mnist5k())
+
+
+def final_digit_fid(snapshot: Path, samples: int) -> dict[str, float]:
+    """Digit FID and class coverage of a snapshot's EMA generator on `samples` fixed seeds (scored as uint8 pixels,
+    as saved images: `vitgan.metrics.digits.classify`)."""
+    from vitgan.pretrained import load
+    from vitgan.sampling import generate, latents
+
+    generator = load(snapshot, device="cuda" if torch.cuda.is_available() else "cpu")
+    return _digit_fid()(generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), batch=250))
+
+
+def _write_records(raw: Path, records: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(raw / "results.jsonl", lambda tmp: Path(tmp).write_text(text))
+
+
+def rescore(raw: Path) -> list[dict[str, Any]]:
+    """The records of raw/results.jsonl, those that scored G's float outputs (written before 2026-11-27, without
+    "pixels") scored again from their snapshots as uint8 pixels, everything else kept; the file is rewritten."""
+    records = read_jsonl(raw / "results.jsonl")
+    stale = [r for r in records if r.get("pixels") != "uint8" and not r.get("diverged")]
+    for r in stale:
+        if not Path(r["snapshot"]).is_file():
+            raise ConfigError(f"report: {r['snapshot']} (the run of {r['variant']} seed {r['seed']}) is gone; its "
+                              "record scored G's float outputs and cannot be scored again")
+        r.update(final_digit_fid(Path(r["snapshot"]), r["samples"]), pixels="uint8")
+    if stale:
+        _write_records(raw, records)
+    return records
+
+
+def _record(variant: Variant, seed: int, run: Path, stats: Path, diverged: str | None, samples: int,
+            command: str) -> dict[str, Any]:
+    """The record of one run measured now, from its per-tick stats and (unless it diverged) its final snapshot."""
+    rows = [row for row in read_jsonl(stats) if "kimg" in row]
+    later = [row["classes"] for row in rows if row["kimg"] > COLLAPSE_AFTER_KIMG and "classes" in row]
+    last = rows[-1] if rows else {}
+    record = {
+        "variant": variant.name, "seed": seed, "overrides": variant.overrides, "samples": samples,
+        "pixels": "uint8", "kimg": last.get("kimg", 0.0), "minutes": last.get("time", 0.0) / 60,
+        "sigma": last.get("d_sigma_max", float("nan")), "grad": last.get("grad_d", float("nan")),
+        "min_classes_later": min(later) if later else None, "command": command,
+    }
+    if diverged:  # no final generator to measure: where and how it stopped
+        at = re.search(r"\(kimg ([0-9.]+)\)", diverged)
+        record.update(diverged=diverged, kimg=float(at.group(1)) if at else record["kimg"], snapshot=None,
+                      digit_fid=None, classes=None)
+    else:
+        snapshot = newest_snapshot(run)
+        record.update(snapshot=str(snapshot), **final_digit_fid(snapshot, samples))
+    return record
+
+
+def measure(results: list[dict[str, Any]], samples: int, raw: Path, command: str) -> list[dict[str, Any]]:
+    """One record per finished run (final digit FID on `samples` seeds, classes, kimg, wall-clock, D's norms, the
+    fewest classes at any tick after COLLAPSE_AFTER_KIMG; for a diverged run its message and the kimg where it
+    stopped, without a digit FID); each run's stats.jsonl copied to raw/stats/. Records of
+    runs already measured (the same run folder and snapshot) are reused from raw/results.jsonl, and the records of
+    other runs there are kept (returned too), so a sweep grows by commands. `command` (the
+    ablate command line, its jobs and threads) is kept in each new record for the report's header."""
+    (raw / "stats").mkdir(parents=True, exist_ok=True)
+    known = {(r["variant"], r["seed"]): r for r in rescore(raw)}  # every earlier record on today's measure
+    records = []
+    for r in results:
+        variant, seed, run = r["variant"], r["seed"], r["run"]
+        stats = raw / "stats" / f"{variant.name}-seed{seed}.jsonl"
+        if (run / "stats.jsonl").exists():
+            shutil.copyfile(run / "stats.jsonl", stats)
+        else:  # diverged before its first tick
+            stats.write_text("")
+        diverged = r.get("diverged")
+        old = known.get((variant.name, seed))
+        if (not diverged and old and old.get("snapshot") == str(newest_snapshot(run))
+                and old.get("samples") == samples):
+            records.append(old)
+            continue
+        records.append(_record(variant, seed, run, stats, diverged, samples, command))
+    measured = {(r["variant"], r["seed"]) for r in records}
+    records = [r for key, r in known.items() if key not in measured] + records  # earlier runs' records stay
+    _write_records(raw, records)
+    return records
+
+
+# --- figures ---
+def _plot(records: list[dict[str, Any]], raw: Path, key: str, ylabel: str, out: Path, *, log: bool = True) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    names = list(dict.fromkeys(r["variant"] for r in records))
+    colours = {name: plt.cm.tab10(i % 10) for i, name in enumerate(names)}
+    first_seed = records[0]["seed"]
+    labelled = set()
+    for r in records:
+        rows = [row for row in read_jsonl(raw / "stats" / f"{r['variant']}-seed{r['seed']}.jsonl") if key in row]
+        if not rows:
+            continue
+        name = r["variant"]
+        ax.plot([row["kimg"] for row in rows], [row[key] for row in rows], color=colours[name],
+                label=None if name in labelled else name, linewidth=2.2 if name == names[0] else 1.2,
+                linestyle="-" if r["seed"] == first_seed else "--")
+        labelled.add(name)
+    ax.set_xlabel("kimg (solid: first seed, dashed: others)")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if labelled:
+        ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+
+
+def _sample_sheet(records: list[dict[str, Any]], out: Path) -> None:
+    """One row of 16 samples (fixed seeds) per variant, from each variant's first seed with a snapshot (one that did
+    not diverge), labelled. Left as it is unless every variant with such a seed still has its snapshot on disk (a
+    report regenerated elsewhere keeps its committed sheet)."""
+    from PIL import Image, ImageDraw
+
+    from vitgan.images import grid_array
+    from vitgan.pretrained import load
+    from vitgan.sampling import generate, latents
+
+    first: dict[str, str] = {}
+    for r in records:
+        if r.get("snapshot"):
+            first.setdefault(r["variant"], r["snapshot"])
+    if not first or not all(Path(snapshot).is_file() for snapshot in first.values()):
+        return
+    rows, names = [], []
+    for name, snapshot in first.items():
+        generator = load(Path(snapshot))
+        rows.append(grid_array(generate(generator, latents(range(16), generator.z_dim)), nrow=16))
+        names.append(name)
+    label_width = 110
+    height = rows[0].shape[0]
+    sheet = Image.new("RGB", (label_width + rows[0].shape[1], height * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (row, name) in enumerate(zip(rows, names, strict=True)):
+        tile = Image.fromarray(row[..., 0] if row.shape[-1] == 1 else row).convert("RGB")
+        sheet.paste(tile, (label_width, i * height))
+        draw.text((6, i * height + height // 2 - 6), name, fill="black")
+    atomic_write(out, lambda tmp: sheet.save(tmp, format="png"))
+
+
+
+# --- the report ---
+def _spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:.1f}" + (f" +- {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+
+def _row(name: str, variant: Variant, runs: list[dict[str, Any]], verdict: str) -> str:
+    """The table's line of one variant."""
+    fids = [r["digit_fid"] for r in runs if not r.get("diverged")]
+    changes = (", ".join(f"{k}={v}" for k, v in variant.overrides.items())
+               or ("(none: the reference)" if variant.claim == "reference" else "(none)"))
+    fewest = [r["min_classes_later"] for r in runs if r["min_classes_later"] is not None]
+    per_seed = ", ".join(f"diverged at {r['kimg']:g} kimg" if r.get("diverged") else f"{r['digit_fid']:.1f}"
+                         for r in runs)
+    return (f"| {name} | {changes} | {_spread([r['kimg'] for r in runs])} | {_spread([r['minutes'] for r in runs])} | "
+            f"{_spread(fids) if fids else '-'} | {f'{statistics.median(fids):.1f}' if fids else '-'} | {per_seed} | "
+            f"{', '.join('-' if r.get('diverged') else str(r['classes']) for r in runs)} | "
+            f"{min(fewest) if fewest else '-'} | {_spread([r['sigma'] for r in runs])} | {variant.claim}: "
+            f"{variant.why} | {verdict} |")
+
+
+def _table(records: list[dict[str, Any]], variants: list[Variant]) -> tuple[list[str], list[tuple[Variant, str]]]:
+    """The table's lines (one per variant with records, in the records' order) and each variant's verdict."""
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_variant.setdefault(r["variant"], []).append(r)
+    known = {v.name: v for v in variants}
+    reference = by_variant.get(variants[0].name, [])
+    lines, verdicts = [], []
+    for name, runs in by_variant.items():
+        variant = known.get(name, Variant(name, runs[0]["overrides"], "compare"))
+        verdict = _verdict(variant, runs, reference)
+        verdicts.append((variant, verdict))
+        lines.append(_row(name, variant, runs, verdict))
+    return lines, verdicts
+
+
+def _opening(header: str, samples: int, folder: str) -> list[str]:
+    return [
+        header,
+        "",
+        f"Final digit FID: the last EMA generator on {samples:,} fixed seeds against all 5,000 bundled "
+        "digits (the shipped classifier's features); 'classes' counts the digits holding at least 2% of the "
+        f"samples (per seed); 'fewest later' is the fewest classes at any tick after {COLLAPSE_AFTER_KIMG:g} kimg "
+        "(1,000 samples per tick): below 8 means the run collapsed after the start. Raw records: "
+        f"`{folder}/results.jsonl` (one line per run) and `{folder}/stats/` (every run's per-tick stats.jsonl).",
+        "",
+        "| variant | what changes | kimg | minutes | final digit FID (mean +- sd) | median | per seed | classes per "
+        "seed | fewest later | D's largest singular value | claim | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+
+def _figures(folder: str) -> list[str]:
+    return [
+        "",
+        f"![digit FID against kimg]({folder}/fid.png)",
+        "",
+        "D's instability signal: the largest singular value of any of its layers (after SN/ISN; without them it is "
+        "free to grow), and the norm of its gradient, per tick:",
+        "",
+        f"![D's largest singular value]({folder}/d_sigma.png)",
+        f"![D's gradient norm]({folder}/d_grad.png)",
+        "",
+        "Samples of each variant's final EMA generator (its first seed that did not diverge, seeds 0-15 of the "
+        "latent):",
+        "",
+        f"![samples per variant]({folder}/samples.png)",
+        "",
+        "## Verdicts",
+        "",
+    ]
+
+
+def _closing(verdicts: list[tuple[Variant, str]]) -> list[str]:
+    lines = [f"- **{variant.name}** ({variant.why or 'no claim'}): {verdict}." for variant, verdict in verdicts[1:]]
+    return lines + ["", "A verdict needs the two means to differ by more than the larger spread over seeds (or, with "
+                    "one seed, by more than 10%); otherwise it is 'inconclusive'. A variant with more seeds stopped by "
+                    "a NaN or inf ('diverged', its FID over the seeds that held) than the reference is less stable, "
+                    "whatever its FID. Every variant sees the same number of images; the wall-clock differs with each "
+                    "variant's cost per image."]
+
+
+def write_report(records: list[dict[str, Any]], variants: list[Variant], header: str, report: Path) -> str:
+    """The report (and its figures in a folder of the report's name beside it) from the raw records alone; a part
+    written by hand below HAND_WRITTEN in the report already there is kept."""
+    raw = report.parent / report.stem
+    _plot(records, raw, "digit_fid", "digit FID (1,000 samples, EMA G)", raw / "fid.png")
+    _plot(records, raw, "d_sigma_max", "D: largest singular value of any layer", raw / "d_sigma.png")
+    _plot(records, raw, "grad_d", "D: gradient norm (mean per tick)", raw / "d_grad.png")
+    rows, verdicts = _table(records, variants)
+    lines = _opening(header, records[0]["samples"], raw.name) + rows + _figures(raw.name) + _closing(verdicts)
+    text = "\n".join(lines) + "\n"
+    if report.exists() and HAND_WRITTEN in report.read_text():  # a reading written by hand is kept
+        text += "\n" + HAND_WRITTEN + report.read_text().split(HAND_WRITTEN, 1)[1]
+    atomic_write(report, lambda tmp: Path(tmp).write_text(text))
+    return text
+
+
+# --- verdicts ---
+def _verdict(variant: Variant, runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> str:
+    """The variant against the reference: more diverged seeds first (less stable), else the mean final digit FIDs
+    over the seeds that held, told apart only beyond the larger spread over seeds (10% of the reference's with one
+    seed)."""
+    if variant.claim == "reference" or not reference:
+        return "reference"
+    diverged, ref_diverged = (sum(bool(r.get("diverged")) for r in x) for x in (runs, reference))
+    if diverged / len(runs) > ref_diverged / len(reference):
+        return _judged(variant, f"{diverged} of {len(runs)} seeds diverged, the reference's {ref_diverged} of "
+                                f"{len(reference)}", worse=True)
+    fids = [r["digit_fid"] for r in runs if not r.get("diverged")]
+    ref_fids = [r["digit_fid"] for r in reference if not r.get("diverged")]
+    if not fids or not ref_fids:
+        return f"inconclusive ({diverged} of {len(runs)} seeds diverged, the reference's {ref_diverged})"
+    mine, ref = statistics.fmean(fids), statistics.fmean(ref_fids)
+    noise = max([statistics.stdev(x) for x in (fids, ref_fids) if len(x) > 1], default=0.1 * ref)
+    if abs(mine - ref) <= noise:
+        return f"inconclusive (FID {mine:.1f} vs {ref:.1f}, within the spread)"
+    worse = mine > ref
+    return _judged(variant, f"FID {mine:.1f} vs the reference's {ref:.1f} ({'worse' if worse else 'better'})", worse)
+
+
+def _judged(variant: Variant, direction: str, worse: bool) -> str:
+    """`direction` as it is for a variant without a claim, else prefixed with whether it bears the paper's claim out."""
+    if variant.claim == "compare":
+        return direction
+    return f"{'yes' if worse == (variant.claim == 'worse') else 'no'}: {direction}"

@@ -1,0 +1,97 @@
+"""Running `vitgan ablate`'s sweep: one `vitgan train` process per (variant, seed), `--jobs` at a time with
+`--threads` CPU threads each, under `<outdir>/runs/<variant>-seed<N>/`. A run finished earlier (it has a network
+snapshot) is reused, and so is a run stopped earlier by a NaN or inf (its message kept in the DIVERGED file)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vitgan.ablate.variants import Variant
+from vitgan.errors import EXIT_DIVERGED
+from vitgan.fileio import atomic_write
+from vitgan.training.checkpoint import SNAPSHOT_GLOB
+
+DIVERGED = "diverged.txt"  # in a run's folder: the message of the NaN or inf that stopped it
+
+
+def command(variant: Variant, seed: int, args: Any, outdir: Path) -> list[str]:
+    """The `vitgan train` command line of one run: the ablation's preset, data, length and seed, the variant's
+    overrides and then the sweep's own (`--set`)."""
+    line = [sys.executable, "-m", "vitgan", "train", "--preset", args.preset, "--data", args.data, "--seed",
+            str(seed), "--kimg", str(args.kimg), "--tick", str(args.tick), "--outdir", str(outdir),
+            "--snap", "1000000", *(["--compile"] if args.compile else []),
+            *(["--minutes", str(args.minutes)] if args.minutes else [])]
+    for key, value in {**variant.overrides, **dict(args.override)}.items():
+        line += [f"--{key.replace('_', '-')}", value]
+    return line
+
+
+
+def _run_folder(outdir: Path) -> Path:
+    return sorted(p for p in outdir.iterdir() if p.is_dir())[-1]
+
+
+def _earlier(variant: Variant, seed: int, outdir: Path) -> dict[str, Any] | None:
+    """The result of a run finished or diverged in an earlier sweep, None if it is still to train."""
+    if list(outdir.glob(f"*/{SNAPSHOT_GLOB}")):  # finished earlier: reuse it
+        return {"variant": variant, "seed": seed, "run": _run_folder(outdir)}
+    if (outdir / DIVERGED).exists():  # diverged earlier: the same seed diverges again
+        return {"variant": variant, "seed": seed, "run": _run_folder(outdir),
+                "diverged": (outdir / DIVERGED).read_text().strip()}
+    return None
+
+
+def _start(variant: Variant, seed: int, args: Any, outdir: Path, env: dict[str, str]) -> subprocess.Popen:
+    outdir.mkdir(parents=True, exist_ok=True)
+    log = open(outdir / "console.txt", "w")  # noqa: SIM115 - closed when the run ends
+    return subprocess.Popen(command(variant, seed, args, outdir), stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _finished(proc: subprocess.Popen, variant: Variant, seed: int, outdir: Path) -> dict[str, Any] | None:
+    """The result of a run whose process ended (said on the console), None if it failed other than by diverging."""
+    tail = " ".join((outdir / "console.txt").read_text().strip().splitlines()[-1:])
+    if proc.returncode == EXIT_DIVERGED:  # a NaN or inf: a result of the variant, reported as such
+        message = tail.removeprefix("vitgan: error: ")
+        atomic_write(outdir / DIVERGED, lambda tmp: Path(tmp).write_text(message + "\n"))
+        print(f"ablate: {variant.name} seed {seed} diverged: {tail}", flush=True)
+        return {"variant": variant, "seed": seed, "run": _run_folder(outdir), "diverged": message}
+    if proc.returncode != 0:
+        print(f"ablate: {variant.name} seed {seed} failed: {tail}", flush=True)
+        return None
+    print(f"ablate: finished {variant.name} seed {seed}", flush=True)
+    return {"variant": variant, "seed": seed, "run": _run_folder(outdir)}
+
+
+def run_all(variants: list[Variant], seeds: list[int], args: Any, root: Path) -> list[dict[str, Any]]:
+    """Train every (variant, seed) not already finished under root/runs/, `args.jobs` at a time. A run stopped by a
+    NaN or inf (`vitgan train`'s exit status EXIT_DIVERGED) is a result with its "diverged" message, kept in its
+    folder's DIVERGED file so that a later sweep reuses it; a run that failed otherwise is left out, said on the
+    console."""
+    queue = [(v, s) for v in variants for s in seeds]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    running: list[tuple[subprocess.Popen, Variant, int, Path]] = []
+    done: list[dict[str, Any]] = []
+    started = time.time()
+    while queue or running:
+        while queue and len(running) < args.jobs:
+            variant, seed = queue.pop(0)
+            outdir = root / "runs" / f"{variant.name}-seed{seed}"
+            earlier = _earlier(variant, seed, outdir)
+            if earlier is not None:
+                done.append(earlier)
+                continue
+            running.append((_start(variant, seed, args, outdir, env), variant, seed, outdir))
+            print(f"ablate: started {variant.name} seed {seed} ({len(done) + len(running)} of "
+                  f"{len(variants) * len(seeds)}; {time.time() - started:.0f} s)", flush=True)
+        time.sleep(1)
+        for item in [item for item in running if item[0].poll() is not None]:
+            running.remove(item)
+            result = _finished(*item)
+            if result is not None:
+                done.append(result)
+    return done

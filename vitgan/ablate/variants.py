@@ -1,0 +1,115 @@
+"""The variant catalogue of `vitgan ablate`: the `Variant` record, the paper's ablations and the recipe sweep (the
+groups), and `select`, which picks a group's variants by name (the reference always first). A group's variant names
+are unique: a duplicate is refused when the group is defined."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vitgan import presets
+from vitgan.config import ConfigError
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: dict[str, str] = field(default_factory=dict)  # Config fields, as command-line values
+    claim: str = "worse"  # against the reference: "worse" or "better" (the paper's claim), or "compare" (none)
+    why: str = ""
+
+
+def unique(group: str, variants: list[Variant]) -> list[Variant]:
+    """`variants` as given, after checking that no two share a name (each names its run folders and records)."""
+    names = [v.name for v in variants]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"ablate: the {group} group defines {', '.join(twice)} more than once; variant names must "
+                         "be unique (each names its run folders and records)")
+    return variants
+
+
+PAPER = unique("paper", [
+    Variant("vitgan", {}, "reference", "L2 attention, ISN, overlapping patches; SLN design C, INR head"),
+    Variant("vanilla", {"d_attention": "dot", "d_norm": "none", "d_overlap": "false"}, "worse",
+            "a vanilla ViT discriminator trains unstably or collapses"),
+    Variant("no-l2", {"d_attention": "dot"}, "worse", "dot-product attention is not Lipschitz; D is less stable"),
+    Variant("no-isn", {"d_norm": "none"}, "worse", "without (improved) spectral normalisation D is less stable"),
+    Variant("no-overlap", {"d_overlap": "false"}, "worse", "non-overlapping patches give a worse FID"),
+    Variant("g-design-a", {"g_design": "A"}, "worse", "G design A (w added to every token) trails SLN"),
+    Variant("g-design-b", {"g_design": "B"}, "worse", "G design B (w as a prepended token) trails SLN"),
+    Variant("linear-head", {"g_head": "linear"}, "worse", "a linear patch head instead of the INR is worse"),
+    Variant("cnn-d", {"d_arch": "cnn"}, "better", "ViTGAN G with a CNN (StyleGAN2) D reaches a better FID"),
+])
+
+# The authors' PyTorch code's objective (SPEC.md), the paper presets' own: on the mnist preset a variant.
+AUTHORS = {key: str(value) for key, value in presets.AUTHORS_OBJECTIVE.items()}
+
+# The paper's training recipe (SPEC.md) on any preset's networks: what the presets' own recipes replaced.
+PAPER_RECIPE = {"bcr_real": "10", "bcr_fake": "10", "bcr_mode": "shift", "r1_gamma": "0", "lr_warmup_kimg": "0",
+                "augment": "color,translation,cutout,scale", "g_output": "tanh", "g_sln_equalized": "false",
+                "d_head": "linear", "d_mbstd": "false", "g_lr": "2e-3", "d_lr": "2e-3"}
+
+RECIPES = unique("recipe", [
+    Variant("preset", {}, "reference", "the preset's own recipe"),
+    Variant("before", {"g_sln_equalized": "false", "d_head": "linear"}, "compare",
+            "the mnist preset before 2026-11-26: plain SLN layers and a linear D head"),
+    Variant("paper-bcr10", {"bcr_real": "10", "bcr_fake": "10", "r1_gamma": "0"}, "compare",
+            "the paper's bCR 10 (T a shift of up to 1/8), no R1"),
+    Variant("paper", PAPER_RECIPE, "compare",
+            "the paper's recipe whole: bCR 10, no R1, tanh output, plain SLN, linear D head, no minibatch std, "
+            "lr 0.002"),
+    Variant("authors", AUTHORS, "compare", "the authors' code: bCR 1 diffaug, R1 0.1 every step, warm-up, cutout 0.3"),
+    Variant("sigma-reparam", {"d_norm": "sigma_reparam"}, "compare", "ISN with a learned gain per layer"),
+    Variant("g-lr-half", {"g_lr": "2.5e-4"}, "compare", "G learns at half D's rate (two time-scale update rule)"),
+    Variant("g-lr-2x", {"g_lr": "1e-3"}, "compare", "G learns at twice D's rate (1e-3 against 5e-4)"),
+    Variant("d-steps-2", {"d_steps_per_g": "2"}, "compare", "two D steps, each on its own reals, per G step"),
+    Variant("grad-clip-1", {"grad_clip": "1"}, "compare", "both networks' gradients clipped to norm 1 (D's is 2-5)"),
+    Variant("lr-2x", {"g_lr": "1e-3", "d_lr": "1e-3"}, "compare",
+            "both learning rates doubled (the authors' code: 1e-3 at batch 64, 2e-3 at batch 32)"),
+    Variant("paper-lr", {"g_lr": "2e-3", "d_lr": "2e-3"}, "compare", "the paper's learning rate 0.002 (at batch 128)"),
+    Variant("qk-norm", {"d_qk_norm": "true"}, "compare", "a LayerNorm on D's per-head queries and keys (QK-norm)"),
+    Variant("no-augment", {"augment": ""}, "compare", "no DiffAugment: D sees every image as it is"),
+    Variant("augment-shift", {"augment": "translation", "augment_fill": "edge"}, "compare",
+            "DiffAugment's translation alone, filled from the edge (on digits: black, as the background)"),
+    Variant("mbstd-16", {"d_mbstd_group": "16"}, "compare",
+            "the minibatch std over all 16 samples of a batch instead of groups of 4 (a wider diversity signal)"),
+    Variant("pack-2", {"d_pack": "2"}, "compare",
+            "PacGAN: D judges pairs of images stacked along channels, one logit per pair (against dropped modes)"),
+    Variant("d-wide", {"d_dim": "256", "d_mlp_dim": "512"}, "compare",
+            "a wider ViT D (tokens 256 wide, MLP 512: about 4x the weights), as the CNN D that does better is larger"),
+    Variant("g-wide", {"g_dim": "256", "g_mlp_dim": "512"}, "compare",
+            "a wider G (tokens 256 wide, MLP 512): do more weights make legible digits from fewer images?"),
+    Variant("r1-0.1", {"r1_gamma": "0.1"}, "compare", "R1 at a tenth of the preset's weight (the authors' gamma)"),
+    Variant("preset-rerun", {}, "compare",
+            "the preset itself again, on the code of 2026-11-27 (fused Adam, compiled R1, one D forward per step, "
+            "consecutive minibatch-std groups): how far the same recipe moves"),
+    Variant("ema-long", {"ema_kimg": "10", "ema_rampup": "0.2"}, "compare",
+            "a longer EMA (half-life 10 kimg, at most a fifth of the images seen): G itself trains as the preset's"),
+    Variant("batch-8", {"batch": "8"}, "compare",
+            "batch 8 at the same learning rate: twice the optimiser steps per image (batch 32 did worse at 20 kimg)"),
+    Variant("batch-4", {"batch": "4"}, "compare",
+            "batch 4 (one minibatch-std group) at the same learning rate: four times the optimiser steps per image"),
+    Variant("ada", {"ada_target": "0.6", "augment_p": "0"}, "compare",
+            "adaptive augmentation (ADA): p starts at 0 and rises only while D's sign on reals exceeds 0.6"),
+])
+
+GROUPS = {"paper": PAPER, "recipe": RECIPES}
+
+
+def select(names: str | None, group: str = "paper") -> list[Variant]:
+    """The variants of `group` named in the comma-separated `names` (all of them without), in the order given, the
+    group's reference (its first variant) put first if it was not named."""
+    if group not in GROUPS:
+        raise ConfigError(f"group: {group!r} is not one of {', '.join(GROUPS)}")
+    variants = unique(group, GROUPS[group])
+    if not names:
+        return variants
+    by_name = {v.name: v for v in variants}
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in by_name]
+    if unknown or not chosen:
+        raise ConfigError(f"variants: {', '.join(unknown or [names])} not among {', '.join(by_name)}")
+    reference = variants[0].name
+    if reference not in chosen:
+        chosen.insert(0, reference)  # the reference every other variant is compared with
+    return [by_name[n] for n in chosen]
