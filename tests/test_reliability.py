@@ -235,7 +235,7 @@ def test_garbage_snapshot_and_truncated_state_are_one_line_errors(tmp_path, digi
     state.write_bytes(state.read_bytes()[:5000])
     checksum_path(state).unlink()
     assert main(["train", "--data", str(digits), "--outdir", str(tmp_path / "runs"), "--resume", str(state)]) == 2
-    assert _error(capsys).startswith(f"vitgan: error: {state}: not a loadable vitgan training state")
+    assert _error(capsys) == f"vitgan: error: {state}: not a vitgan training state (not a file written by torch.save)"
 
 
 def test_kill_test_short_form():

@@ -117,7 +117,7 @@ def test_resume_refuses_an_architecture_change(tmp_path, digits, capsys):
     assert code == 2
     said, error = capsys.readouterr().err.strip().splitlines()  # which state was chosen, then the one-line error
     assert said.startswith("vitgan: resuming from ") and said.endswith("(sha256 verified)")
-    assert error.startswith("vitgan: error: g_depth: cannot change when resuming")
+    assert error.startswith("vitgan: error: --g-depth: cannot change when resuming")
 
 
 def test_generate_same_image_for_a_seed_whatever_the_batch(tmp_path, digits):
@@ -135,6 +135,52 @@ def test_generate_same_image_for_a_seed_whatever_the_batch(tmp_path, digits):
     assert np.asarray(Image.open(tmp_path / "a" / "interpolation.png")).shape == (2 + 5 * 34, 2 + 3 * 34)
     assert main(["generate", "--ckpt", snapshot, "--seeds", "0", "--trunc", "0.5", "--outdir",
                  str(tmp_path / "c")]) == 0
+
+
+@pytest.mark.parametrize("trunc", ["nan", "inf", "-inf"])
+def test_generate_refuses_a_non_finite_truncation(tmp_path, capsys, trunc):
+    """NaN or inf as psi turns every image to NaN, which PNGs hold as black: refused, in one line, nothing written."""
+    from vitgan import presets
+    from vitgan.config import ConfigError
+    from vitgan.networks import Generator
+    from vitgan.sampling import write_images
+    from vitgan.training.checkpoint import save_snapshot
+
+    cfg = presets.get("mnist", g_dim=32, g_depth=1, g_heads=2, g_mlp_dim=64, z_dim=16, w_dim=16, mapping_layers=1)
+    snapshot = tmp_path / "network-snapshot-000000004.safetensors"
+    save_snapshot(snapshot, cfg, {"G_ema": Generator(cfg)}, {"cur_nimg": 4, "tick": 1})
+    out = tmp_path / "out"
+    assert main(["generate", "--ckpt", str(snapshot), "--seeds", "0-1", f"--trunc={trunc}", "--outdir",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"vitgan: error: --trunc: must be a finite number (1 = no truncation), got {float(trunc)}\n"
+    assert not out.exists()
+    with pytest.raises(ConfigError, match=r"^psi: the truncation must be a finite number"):  # the Python API
+        write_images(vitgan.load(snapshot), [0, 1], out, psi=float(trunc))
+    assert not out.exists()
+
+
+def test_resume_of_a_finished_run_says_it_is_complete_and_starts_nothing(tmp_path, digits, capsys):
+    outdir = tmp_path / "runs"
+    run = _train(tmp_path, digits, "--kimg", "0.008", "--tick", "1")  # 2 steps, to the end
+    (state,) = run.glob("training-state-*.pt")
+    capsys.readouterr()
+    for spec in (str(run), str(state), "auto"):
+        assert main(["train", "--data", str(digits), "--outdir", str(outdir), *TINY, "--resume", spec]) == 0
+        said = capsys.readouterr().err.strip().splitlines()[-1]
+        assert said == (f"vitgan: the run is complete: {state} is at 0.008 kimg, its --kimg is 0.008; nothing to train "
+                        "(to train it further, resume with a larger --kimg, e.g. --kimg 0.016)"), said
+        assert list(outdir.iterdir()) == [run]  # no new run folder
+    fewer = tmp_path / "fewer"  # a larger --kimg resumes as before: here onto other data, refused naming --resume
+    fewer.mkdir()
+    for image in sorted(digits.iterdir())[:8]:
+        (fewer / image.name).write_bytes(image.read_bytes())
+    assert main(["train", "--data", str(fewer), "--outdir", str(outdir), *TINY, "--resume", str(run),
+                 "--kimg", "0.016"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vitgan: error: --resume: the checkpoint's data had 12 images, this data has 8")
+    resumed = _train(tmp_path, digits, "--resume", str(run), "--kimg", "0.016", "--tick", "1")
+    assert load_training_state(next(resumed.glob("training-state-*.pt")))["cur_nimg"] == 16
 
 
 def test_load_reads_a_snapshot_without_pickle(tmp_path, digits, monkeypatch):
