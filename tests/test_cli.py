@@ -26,7 +26,7 @@ def test_help_lists_the_commands():
 def test_bad_override_is_a_one_line_error(capsys):
     assert main(["train", "--g-heads", "5", "--outdir", "unused-runs"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "vitgan: error: g_heads: 5 must divide g_dim=128"
+    assert err == "vitgan: error: --g-heads: 5 must divide g_dim=128"
     assert not Path("unused-runs").exists()
 
 
@@ -100,6 +100,41 @@ def test_an_error_is_one_line_whatever_the_user_typed(capsys, typed):
     assert last.startswith("vitgan: error: unrecognized arguments: ") and one_line(typed) in last
 
 
+@pytest.mark.parametrize(("argv", "said"), [
+    (["train", "--dry-run", "--g-lr", "nan"], "--g-lr: expected a finite number, got nan"),
+    (["train", "--dry-run", "--kimg", "-1"], "--kimg: must be positive, got -1.0"),
+    (["train", "--dry-run", "--batch", "many"], "--batch: cannot read 'many' as int"),
+    (["train", "--dry-run", "--batch", "7"],
+     "--batch: must be a multiple of 4 (d_mbstd_group 4 x d_pack 1), got 7; e.g. 4 or 8"),
+    (["train", "--dry-run", "--tick", "0"], "--tick: must be a positive number, got 0.0"),  # the field tick_kimg
+    (["train", "--dry-run", "--batch-gpu", "0"], "--batch-gpu: must be positive, got 0"),
+    (["train", "--dry-run", "--device", "cpu", "--ranks", "3"], "--ranks: 3 ranks cannot share batch 16 in whole "
+     "multiples of 4 images (D's pack times its minibatch-std group): use 2 or 4 ranks, or a batch that is a "
+     "multiple of 12 (e.g. 12 or 24)"),
+    (["train", "--dry-run", "--preset", "nope"], "--preset: unknown preset 'nope'; choose one of "),
+    (["bench", "--d-lr", "inf"], "--d-lr: expected a finite number, got inf"),
+    (["bench", "--repeats", "0"], "--repeats: must be positive, got 0"),
+    (["generate", "--ckpt", "unused", "--batch", "0"], "--batch: must be positive, got 0"),
+    (["generate", "--ckpt", "unused", "--seeds", "x"], "--seeds: cannot read 'x'; use a list like 0-63 or 1,5,9"),
+    (["eval", "--gen", "unused", "--batch", "0"], "--batch: must be positive, got 0"),
+    (["eval", "--gen", "unused", "--max-real", "1"], "--max-real: must be at least 2 images, got 1"),
+])
+def test_an_error_about_an_option_names_the_flag_as_typed(capsys, argv, said):
+    """The Config field (`g_lr`) is the Python API's name; on the command line the error names the flag."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(f"vitgan: error: {said}"), err
+
+
+def test_the_python_api_keeps_the_field_names():
+    from vitgan.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^g_lr: expected a finite number, got nan$"):
+        presets.get("mnist", g_lr=float("nan"))
+    with pytest.raises(ConfigError, match=r"^tick_kimg: "):
+        RunOptions(tick_kimg=0).check()
+
+
 def _help(*command: str) -> str:
     """The help of `vitgan COMMAND`, whitespace collapsed (a wide terminal: argparse wraps at hyphens too)."""
     out = subprocess.run([sys.executable, "-m", "vitgan", *command, "--help"], capture_output=True, text=True,
@@ -134,7 +169,7 @@ def test_dry_run_opens_the_data(tmp_path, capsys, digits):
     printed = json.loads(capsys.readouterr().out)
     assert printed["data"] == {"name": digits.name, "num_images": 12, "shape": [1, 32, 32]}
     assert main(["train", "--dry-run", "--data", str(digits)]) == 2  # mnist's batch of 16 > 12 images
-    assert capsys.readouterr().err.strip() == f"vitgan: error: batch: 16 is larger than the 12 images of {digits}"
+    assert capsys.readouterr().err.strip() == f"vitgan: error: --batch: 16 is larger than the 12 images of {digits}"
     assert main(["train", "--dry-run", "--data", str(tmp_path / "missing")]) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not Path("runs").exists()

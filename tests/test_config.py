@@ -55,8 +55,8 @@ def test_paper_presets_train_with_the_authors_objective_and_the_papers_is_one_va
         ({"mapping_lr_mul": float("nan")}, "mapping_lr_mul"),
         ({"d_arch": "cnn", "resolution": 24, "g_patch": 4}, "resolution"),
         ({"not_a_field": 1}, "not_a_field"),
-        ({"d_pack": 3}, "d_pack"),  # batch 16
-        ({"d_pack": 8}, "d_mbstd_group"),  # a group of 4 packs of 8 is 32 images, more than the batch
+        ({"d_pack": 3}, "batch"),  # batch 16
+        ({"d_pack": 8}, "batch"),  # a group of 4 packs of 8 is 32 images, more than the batch
         ({"d_pack": 0}, "d_pack"),
     ],
 )
@@ -65,6 +65,21 @@ def test_bad_values_name_the_field(overrides, field):
         presets.get("mnist", **overrides)
     message = str(info.value)
     assert message.startswith(field + ":") and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"batch": 7}, "batch: must be a multiple of 4 (d_mbstd_group 4 x d_pack 1), got 7; e.g. 4 or 8"),
+        ({"batch": 2}, "batch: must be a multiple of 4 (d_mbstd_group 4 x d_pack 1), got 2; e.g. 4"),
+        ({"d_pack": 3}, "batch: must be a multiple of 12 (d_mbstd_group 4 x d_pack 3), got 16; e.g. 12 or 24"),
+        ({"d_pack": 3, "d_mbstd": False}, "batch: must be a multiple of 3 (d_pack 3), got 16; e.g. 15 or 18"),
+    ],
+)
+def test_a_batch_that_does_not_divide_says_which_batches_work(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        presets.get("mnist", **overrides)  # batch 16, minibatch-std groups of 4
+    assert str(info.value) == message
 
 
 def test_unknown_preset():

@@ -20,6 +20,29 @@ def test_bundled_mnist_is_shuffled_padded_and_balanced():
     assert batch.min() >= -1 and batch.max() <= 1
 
 
+def test_a_folder_or_zip_leaves_out_the_files_named_in_ignore(tmp_path):
+    """What `eval --gen` passes for `vitgan generate`'s output: its sheets (grid.png, ...) are no samples."""
+    import zipfile
+
+    from vitgan.data import image_shape
+
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / f"seed{i:04d}.png")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "grid.png")  # sorts first
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "sub" / "grid.png")  # not at the root: kept
+    assert image_shape(str(tmp_path)) == (20, 3)
+    assert image_shape(str(tmp_path), ignore=["grid.png"]) == (8, 1)
+    data = load(str(tmp_path), resolution=8, channels=1, ignore=["grid.png"])
+    assert len(data) == 4 and data.images[:3, 0, 0, 0].tolist() == [0, 40, 80]
+    zipped = tmp_path.parent / f"{tmp_path.name}.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        for path in sorted(tmp_path.rglob("*.png")):
+            archive.write(path, path.relative_to(tmp_path).as_posix())
+    assert image_shape(str(zipped), ignore=["grid.png"]) == (8, 1)
+    assert len(load(str(zipped), resolution=8, channels=1, ignore=["grid.png"])) == 4
+
+
 def test_folder_reader_and_its_errors(tmp_path):
     for i in range(3):
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")

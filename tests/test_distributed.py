@@ -173,8 +173,9 @@ def test_local_ranks_share_the_batch_in_whole_minibatch_std_groups():
     # with AMX tiles one process of all the threads did as much or more (benchmarks/README.md); --ranks still pins
     assert local_ranks(cfg, opts, 2, launched=False, amx=True) == 1
     assert local_ranks(cfg, RunOptions(device="cpu", ranks=2), 2, launched=False, amx=True) == 2
-    with pytest.raises(ConfigError, match=r"^ranks: 3 ranks cannot share batch 16"):
+    with pytest.raises(ConfigError, match=r"^ranks: 3 ranks cannot share batch 16") as info:
         local_ranks(cfg, RunOptions(device="cpu", ranks=3), 4, launched=False)
+    assert str(info.value).endswith("use 2 or 4 ranks, or a batch that is a multiple of 12 (e.g. 12 or 24)")
     assert available_cores({"OMP_NUM_THREADS": "1"}) == 1  # each of `vitgan ablate`'s one-thread runs
     assert available_cores({}) == len(os.sched_getaffinity(0))
 

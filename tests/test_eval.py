@@ -64,11 +64,11 @@ def test_eval_errors_are_one_line(snapshot, digits, tmp_path, capsys, monkeypatc
     code, _, err = _eval(capsys, "--ckpt", str(snapshot), "--metrics", "fid10")
     assert code == 2 and "data:" in err and "--data" in err  # no training_options.json to take the data from
     code, _, err = _eval(capsys, "--ckpt", str(snapshot), "--data", str(digits), "--metrics", "lpips10k")
-    assert code == 2 and err.startswith("vitgan: error: metrics:")
+    assert code == 2 and err.startswith("vitgan: error: --metrics:")
     code, _, err = _eval(capsys, "--ckpt", str(tmp_path / "none.safetensors"), "--metrics", "fid10")
     assert code == 2 and "none.safetensors" in err
     code, _, err = _eval(capsys, "--ckpt", str(snapshot), "--data", str(digits), "--resolution", "64")
-    assert code == 2 and err.startswith("vitgan: error: resolution: --resolution and --channels are for --gen")
+    assert code == 2 and err.startswith("vitgan: error: --resolution: --resolution and --channels are for --gen")
 
 
 def test_digit_fid_of_a_snapshot_on_the_bundled_digits(snapshot, capsys):
@@ -114,7 +114,7 @@ def test_train_refuses_bad_metric_options(tmp_path, digits, capsys):
     assert main(["train", "--data", str(digits), "--outdir", str(tmp_path), *TINY, "--metrics", "fid"]) == 2
     assert main(["train", "--data", str(digits), "--outdir", str(tmp_path), *TINY, "--metric-every", "0"]) == 2
     err = capsys.readouterr().err
-    assert "metrics:" in err and "metric_every:" in err
+    assert "vitgan: error: --metrics:" in err and "vitgan: error: --metric-every:" in err
 
 
 def test_eval_gen_scores_written_images_as_the_generator_that_wrote_them(snapshot, digits, inception_weights,
@@ -125,17 +125,24 @@ def test_eval_gen_scores_written_images_as_the_generator_that_wrote_them(snapsho
     assert code == 0, err
     expected = json.loads(out)["results"]
     gen = tmp_path / "gen"
-    assert main(["generate", "--ckpt", str(snapshot), "--seeds", "0-24", "--outdir", str(gen)]) == 0
-    (gen / "grid.png").unlink()  # seeds 0-24 remain; eval --gen takes the first 20 (sorted by name)
+    assert main(["generate", "--ckpt", str(snapshot), "--seeds", "0-24", "--outdir", str(gen), "--interpolate",
+                 "--steps", "2"]) == 0
+    assert sorted(p.name for p in gen.glob("[!s]*")) == ["grid.png", "interpolation.png"]  # beside seed0000.png...
     capsys.readouterr()
+    # the sheets are no samples: eval --gen takes the first 20 seeds (sorted by name), at their resolution
     code, out, err = _eval(capsys, "--gen", str(gen), *common)
     assert code == 0, err
     record = json.loads(out)
     assert record["results"] == expected and record["gen"] == str(gen)
     assert record["reals"] == {"fid20": 12, "kid20": 12, "is20": 0, "pr20_full": 12, "dfid20": 12}
-    assert json.loads((tmp_path / "metrics.jsonl").read_text())["results"] == expected  # beside the folder
+    assert json.loads((gen / "metrics.jsonl").read_text())["results"] == expected  # beside the samples
+    assert not (tmp_path / "metrics.jsonl").exists()  # not in the folder's parent
+    code, out, err = _eval(capsys, "--gen", str(gen), *common, "--out", str(tmp_path / "scores.jsonl"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "scores.jsonl").read_text())["results"] == expected  # where --out says
+    assert len((gen / "metrics.jsonl").read_text().splitlines()) == 1
     code, _, err = _eval(capsys, "--gen", str(gen), *common[:3], "fid30")
-    assert code == 2 and err.strip() == f"vitgan: error: gen: {gen} holds 25 images, fid30 needs 30"
+    assert code == 2 and err.strip() == f"vitgan: error: --gen: {gen} holds 25 images, fid30 needs 30"
 
 
 def test_eval_gen_of_the_real_images_in_a_zip_scores_perfectly(digits, inception_weights, tmp_path, capsys):
@@ -148,7 +155,8 @@ def test_eval_gen_of_the_real_images_in_a_zip_scores_perfectly(digits, inception
     assert code == 0, err
     results = json.loads(out)["results"]
     assert abs(results["fid12"]) < 1e-3 and results["pr12_precision"] == results["pr12_recall"] == 1
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["results"] == results  # beside the zip
     code, _, err = _eval(capsys, "--gen", str(zipped), "--metrics", "fid12")
-    assert code == 2 and err.startswith("vitgan: error: data: --gen needs --data")
+    assert code == 2 and err.startswith("vitgan: error: --data: --gen needs --data")
     code, _, err = _eval(capsys, "--metrics", "fid12", "--data", str(digits))
-    assert code == 2 and err.startswith("vitgan: error: ckpt: give either --ckpt")
+    assert code == 2 and err.startswith("vitgan: error: --ckpt: give either --ckpt")

@@ -56,6 +56,24 @@ def test_networks(preset, ablation):
             assert p.grad.abs().sum() > 0, f"{net_name}.{name} received a zero gradient"
 
 
+def test_the_output_range_is_stated_as_it_is():
+    """Every preset's G has a linear, unbounded output (the images are clamped only when quantised), tanh bounds it:
+    the docstrings say so rather than promise [-1, 1]."""
+    from vitgan import images, sampling
+
+    assert {presets.get(name).g_output for name in presets.names()} == {"linear"}
+    for doc in (Generator.__doc__, sampling.generate.__doc__):
+        assert "unbounded" in doc and "tanh" in doc, doc
+    assert "clamp" in images.quantize.__doc__
+    torch.manual_seed(0)
+    for output in ("linear", "tanh"):
+        g = Generator(presets.get("mnist", g_output=output, g_head="linear"))
+        with torch.no_grad():
+            g.head.linear.weight.mul_(100)  # a large output
+            fake = g(torch.randn(2, g.z_dim))
+        assert (fake.abs().max() > 1) == (output == "linear")
+
+
 def test_ablation_switches_change_the_architecture():
     base = presets.get("mnist")
     assert isinstance(build_discriminator(base), Discriminator)

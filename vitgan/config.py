@@ -162,9 +162,11 @@ class Config:
         need(self.beta1 < 1, "beta1", "must be below 1")
         need(self.beta2 < 1, "beta2", "must be below 1")
         need(self.augment_p <= 1, "augment_p", "must be a probability in [0, 1]")
-        need(self.batch % self.d_pack == 0, "d_pack", f"must divide batch={self.batch}")
-        need(self.batch % self.d_unit == 0, "d_mbstd_group", f"times d_pack={self.d_pack} must divide "
-             f"batch={self.batch}")  # without a minibatch-std layer d_unit is d_pack, checked just above
+        if self.batch % self.d_unit:  # D computes its logits over whole units of d_unit images
+            unit = (f"d_mbstd_group {self.d_mbstd_group} x d_pack {self.d_pack}" if self.d_unit != self.d_pack
+                    else f"d_pack {self.d_pack}")
+            raise ConfigError(f"batch: must be a multiple of {self.d_unit} ({unit}), got {self.batch}; "
+                              f"{nearest_multiples(self.batch, self.d_unit)}")
         need(self.ada_target < 1, "ada_target", "must be below 1 (r, a mean of signs, cannot exceed 1)")
         need(self.bcr_shift < 1, "bcr_shift", "must be a fraction of the image below 1")
         try:
@@ -198,6 +200,13 @@ class Config:
     def parse_value(cls, name: str, text: str) -> Any:
         """Convert a command-line string to the type of field `name` (validated when the Config is made)."""
         return parse_field(cls, name, text)
+
+
+def nearest_multiples(value: int, unit: int) -> str:
+    """The multiples of `unit` nearest to `value`, below and above, for an error to say what works: 'e.g. 4 or 8'
+    (only the one above where none is positive below)."""
+    below, above = value // unit * unit, (value // unit + 1) * unit
+    return f"e.g. {below} or {above}" if below > 0 else f"e.g. {above}"
 
 
 def parse_field(cls: type, name: str, text: str) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from vitgan.config import Config, ConfigError, check_types, option
+from vitgan.config import Config, ConfigError, check_types, nearest_multiples, option
 from vitgan.metrics.inception import WEIGHTS_NAME
 from vitgan.training.device import resolve_device
 
@@ -133,8 +133,14 @@ def local_ranks(cfg: Config, opts: RunOptions, cores: int, *, launched: bool, am
 
     if opts.ranks is not None:
         if not fits(opts.ranks):
+            fitting = [n for n in range(1, cfg.batch // cfg.d_unit + 1) if fits(n)]
+            below = [n for n in fitting if n < opts.ranks][-1:]
+            above = [n for n in fitting if n > opts.ranks][:1]
+            ranks = " or ".join(map(str, below + above))
             raise ConfigError(f"ranks: {opts.ranks} ranks cannot share batch {cfg.batch} in whole multiples of "
-                              f"{cfg.d_unit} images (D's pack times its minibatch-std group)")
+                              f"{cfg.d_unit} images (D's pack times its minibatch-std group): use {ranks} ranks, "
+                              f"or a batch that is a multiple of {opts.ranks * cfg.d_unit} "
+                              f"({nearest_multiples(cfg.batch, opts.ranks * cfg.d_unit)})")
         return opts.ranks
     if opts.batch_gpu is not None or not long_cpu_run(cfg, device) or amx:
         return 1
