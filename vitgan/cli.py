@@ -167,13 +167,47 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} images to {args.outdir}")
 
 
+def _eval_gen(args: argparse.Namespace, metrics: list) -> tuple[Any, tuple[int, int], str, Path, dict[str, Any]]:
+    """`eval --gen`: (the generated images, their (side, channels), the real data's spec, the folder for
+    metrics.jsonl, the record's source)."""
+    from vitgan.data import image_shape
+    from vitgan.data import load as load_data
+
+    if args.data is None:
+        raise ConfigError("data: --gen needs --data, the real images to compare with")
+    first = image_shape(args.gen, ignore=SHEETS)  # `vitgan generate`'s grid.png, ...: not samples
+    shape = args.resolution or first[0], args.channels or first[1]
+    gen = load_data(args.gen, resolution=shape[0], channels=shape[1], ignore=SHEETS)  # before any real image
+    largest = max(metrics, key=lambda m: m.num_gen)
+    if len(gen) < largest.num_gen:
+        raise ConfigError(f"gen: {args.gen} holds {len(gen):,} images, {largest.name} needs {largest.num_gen:,}")
+    gen_path = Path(args.gen)
+    where = gen_path if gen_path.is_dir() else gen_path.resolve().parent  # beside the samples
+    return gen.images, shape, args.data, where, {"gen": args.gen}
+
+
+def _eval_ckpt(args: argparse.Namespace) -> tuple[None, tuple[int, int], str, Path, dict[str, Any]]:
+    """`eval --ckpt`: (None: no images yet, the generator's (side, channels), the real data's spec, the folder for
+    metrics.jsonl, the record's source)."""
+    from vitgan.pretrained import describe
+
+    if args.resolution is not None or args.channels is not None:
+        raise ConfigError("resolution: --resolution and --channels are for --gen; a generator has its own")
+    ckpt = Path(args.ckpt)
+    cfg, info, where = describe(ckpt)
+    snapshot = str(where / info["source"] if ckpt.is_dir() and ckpt != where else ckpt)  # a run folder's newest
+    if (args.data or info["data"]) is None:
+        raise ConfigError(f"data: {ckpt} does not say what it was trained on (no training_options.json); give --data")
+    return (None, (cfg.resolution, cfg.channels), args.data or info["data"], where,
+            {"snapshot": snapshot, "kimg": info["kimg"] or 0.0})
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     import time
 
-    from vitgan.data import image_shape
     from vitgan.data import load as load_data
     from vitgan.metrics.evaluate import Evaluator, parse_metrics
-    from vitgan.pretrained import describe, load
+    from vitgan.pretrained import load
     from vitgan.training.device import resolve_device
 
     metrics = parse_metrics(args.metrics)
@@ -183,37 +217,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise ConfigError(f"max_real: must be at least 2 images, got {args.max_real}")
     if (args.ckpt is None) == (args.gen is None):
         raise ConfigError("ckpt: give either --ckpt (a snapshot or an exported folder) or --gen (generated images)")
-    if args.gen is not None:
-        if args.data is None:
-            raise ConfigError("data: --gen needs --data, the real images to compare with")
-        shape = image_shape(args.gen, ignore=SHEETS)  # `vitgan generate`'s grid.png, ...: not samples
-        resolution, channels = args.resolution or shape[0], args.channels or shape[1]
-        gen_path = Path(args.gen)
-        data_spec, source = args.data, {"gen": args.gen}
-        where = gen_path if gen_path.is_dir() else gen_path.resolve().parent  # beside the samples
-        gen = load_data(args.gen, resolution=resolution, channels=channels,
-                        ignore=SHEETS)  # a short set fails before any real
-        largest = max(metrics, key=lambda m: m.num_gen)  # image is measured
-        if len(gen) < largest.num_gen:
-            raise ConfigError(f"gen: {args.gen} holds {len(gen):,} images, {largest.name} needs {largest.num_gen:,}")
-    else:
-        if args.resolution is not None or args.channels is not None:
-            raise ConfigError("resolution: --resolution and --channels are for --gen; a generator has its own")
-        ckpt = Path(args.ckpt)
-        cfg, info, where = describe(ckpt)
-        resolution, channels = cfg.resolution, cfg.channels
-        snapshot = str(where / info["source"] if ckpt.is_dir() and ckpt != where else ckpt)  # a run folder's newest
-        data_spec, source = args.data or info["data"], {"snapshot": snapshot, "kimg": info["kimg"] or 0.0}
-        if data_spec is None:
-            raise ConfigError(f"--data: {ckpt} does not say what it was trained on (no training_options.json); "
-                              "give --data")
+    gen, (side, channels), data_spec, where, source = (_eval_gen(args, metrics) if args.gen is not None
+                                                       else _eval_ckpt(args))
     device = resolve_device(args.run_device or RunOptions.device)
-    data = load_data(data_spec, resolution=resolution, channels=channels)
+    data = load_data(data_spec, resolution=side, channels=channels)
     start = time.time()
     evaluator = Evaluator(metrics, data, inception_path=args.inception, device=device, batch=args.batch,
                           max_real=args.max_real, cache=args.cache, progress=True,
                           log=lambda line: print(line, file=sys.stderr))
-    results = evaluator.score_images(gen.images) if args.gen is not None else evaluator(load(ckpt, device=device))
+    results = evaluator.score_images(gen) if gen is not None else evaluator(load(args.ckpt, device=device))
     record = {"results": results, **source, "data": data_spec,
               "num_real": len(data) if args.max_real is None else min(len(data), args.max_real),
               "reals": evaluator.num_real, "seconds": round(time.time() - start, 1)}
