@@ -19,6 +19,7 @@ from test_training import TINY
 
 from vitgan import distributed, presets
 from vitgan.cli import main
+from vitgan.config import ConfigError
 from vitgan.data import ImageData
 from vitgan.distributed import World
 from vitgan.training.trainer import Trainer
@@ -234,3 +235,11 @@ def test_local_ranks_end_when_their_launcher_is_killed(tmp_path, digits):
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(("batch_gpu", "ranks"), [(6, 1), (3, 2), (32, 1)])
+def test_a_batch_gpu_that_does_not_divide_the_batch_says_which_values_work(batch_gpu, ranks):
+    with pytest.raises(ConfigError) as error:
+        Trainer(CFG.replace(d_pack=2), _data(), torch.device("cpu"), None, world=World(0, ranks), batch_gpu=batch_gpu)
+    works = {1: "2, 4, 8, 16", 2: "2, 4, 8"}[ranks]  # even divisors of 16 / ranks (whole packs of 2)
+    assert str(error.value).endswith(f"it can be {works}") and str(error.value).startswith("batch_gpu: ")
