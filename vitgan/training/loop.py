@@ -100,6 +100,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     gemm = {precision_name(dtype): round(gemm_gflops(device, dtype, n=2048), 1)
             for dtype in dict.fromkeys([torch.float32, amp or torch.float32])}
     report, run_dir = Report.create(Path(opts.outdir), opts.preset, data.name, world)  # run_dir: for rollback too
+    trainer.log = report.log  # e.g. compiled R1 falling back to eager: a line in log.txt
     try:
         options = run_options(trainer, opts, gemm)
         report.options(options)

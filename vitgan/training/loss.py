@@ -50,6 +50,96 @@ def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real_images: torc
     return grad.square().sum() / logits.numel()
 
 
+# How far the compiled R1 may be from the eager one (R1Check), both fp32, the compiled form's fused kernels summing in
+# another order. Measured on a CPU (tests/test_compile.py): on the tests' tiny config the penalty 7e-7 apart and the
+# D-weight gradients 3e-6 in R1Check's measure; on the mnist preset's D and real augmented digits 1.4e-6 and 1.0e-5.
+# The measure is per weight tensor, against the larger of the tensor's own size and R1_GRAD_FLOOR of the whole
+# gradient's: some gradients are 0 in exact arithmetic (the L2 attention's shared q/k bias, which cancels, and the
+# last LayerNorm's bias) and hold rounding noise in both forms. pytorch#136662's silently wrong results are off by
+# a factor (2 in its reproducer), far beyond 1e-2.
+R1_RTOL = 1e-2
+R1_GRAD_FLOOR = 1e-2
+
+
+class R1Check(NamedTuple):
+    """Compiled R1 against eager R1 on one D and batch (`check_compiled_r1`): the penalty's relative difference, and
+    its gradient's with respect to D's weights: the largest over D's weight tensors of max |compiled - eager| over the
+    larger of max |eager| of that tensor and R1_GRAD_FLOOR times that of the largest tensor."""
+
+    value: float
+    grad: float
+    rtol: float = R1_RTOL
+
+    @property
+    def ok(self) -> bool:
+        return self.value <= self.rtol and self.grad <= self.rtol  # False for NaN too
+
+    def __str__(self) -> str:
+        return f"value {self.value:.1e}, D-weight gradient {self.grad:.1e} (relative; tolerance {self.rtol:g})"
+
+
+def check_compiled_r1(D: nn.Module, compiled: Callable[[torch.Tensor], torch.Tensor], real_images: torch.Tensor,
+                      *, rtol: float = R1_RTOL) -> R1Check:
+    """R1's penalty and its gradient with respect to D's weights through `compiled` (torch.compile of r1_penalty on
+    D: torch.func.grad inside torch.compile, open upstream as silently wrong, pytorch#136662) against the eager
+    r1_penalty, both from D's present state on `real_images`, on SDPA's math backend as ViTGANLoss.r1 runs them.
+
+    Leaves no trace: D's buffers that moved (ISN's power-iteration vectors, which each training-mode forward moves)
+    are put back, the weights' `.grad` is untouched (torch.autograd.grad) and the global random streams are
+    restored, so a training run that calls it goes on exactly as one that does not."""
+    params = [p for p in D.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("check_compiled_r1: none of D's weights requires grad (as in D's step, it must)")
+    with torch.no_grad():
+        saved = [b.clone() for b in D.buffers()]
+    devices = [real_images.device] if real_images.device.type == "cuda" else []
+
+    def run(r1: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        value = r1(real_images)
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+        with torch.no_grad():  # only those that moved: a copy would bump the version of one the pending backward
+            for buffer, before in zip(D.buffers(), saved, strict=True):  # of D's main loss saved (ISN's scale)
+                if not torch.equal(buffer, before):
+                    buffer.copy_(before)
+        return value.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+    with torch.random.fork_rng(devices=devices), sdpa_kernel(SDPBackend.MATH):
+        eager_value, eager_grads = run(functools.partial(r1_penalty, D))
+        value, grads = run(compiled)
+    tiny = torch.finfo(torch.float32).tiny  # 0 against 0 is no difference
+    scale = max((g.abs().max() for g in eager_grads), default=torch.zeros(()))
+    grad_error = max((((g - e).abs().max() / torch.maximum(e.abs().max(), R1_GRAD_FLOOR * scale).clamp_min(tiny))
+                      .nan_to_num(float("inf")) for g, e in zip(grads, eager_grads, strict=True)),
+                     default=torch.zeros(()))
+    value_error = ((value - eager_value).abs() / eager_value.abs().clamp_min(tiny)).nan_to_num(float("inf"))
+    return R1Check(float(value_error), float(grad_error), rtol)
+
+
+class CheckedR1:
+    """The compiled R1 that checks itself once: its first call (a training run's first R1 step, on its real batch)
+    compares it with the eager R1 (`check_compiled_r1`); where they differ beyond the tolerance on any rank (`agree`
+    makes every rank's answer the same), it says so through `log` and runs the eager r1_penalty from then on. The
+    check leaves D, its gradients and the random streams as they were, so the training itself does not change."""
+
+    def __init__(self, D: nn.Module, compiled: Callable[[torch.Tensor], torch.Tensor], *,
+                 log: Callable[[str], None], agree: Callable[[bool], bool] = bool, rtol: float = R1_RTOL) -> None:
+        self.D, self.compiled, self.log, self.agree, self.rtol = D, compiled, log, agree, rtol
+        self.eager = functools.partial(r1_penalty, D)
+        self.result: R1Check | None = None  # the check's, once made
+        self.use_eager = False
+
+    def __call__(self, real_images: torch.Tensor) -> torch.Tensor:
+        if self.result is None:
+            self.result = check_compiled_r1(self.D, self.compiled, real_images, rtol=self.rtol)
+            self.use_eager = self.agree(not self.result.ok)
+            if self.use_eager:
+                where = "another rank's" if self.result.ok else "this rank's"
+                self.log(f"R1: the compiled penalty differs from the eager one on {where} first R1 batch (here: "
+                         f"{self.result}): torch.func.grad inside torch.compile can be silently wrong "
+                         "(pytorch/pytorch#136662); R1 runs eager from now on")
+        return (self.eager if self.use_eager else self.compiled)(real_images)
+
+
 # The loss terms, in the order a step computes them: the one list the status line, the plots and the finiteness check
 # read. Each is the weighted contribution to its network's total (D: the first four, G: the last).
 D_TERMS = ("loss_d", "bcr_real", "bcr_fake", "r1")

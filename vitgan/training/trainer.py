@@ -7,6 +7,8 @@ import contextlib
 import copy
 import functools
 import math
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from vitgan.networks import Generator, build_discriminator
 from vitgan.sampling import generate
 from vitgan.training import checkpoint
 from vitgan.training.augment import Draws
-from vitgan.training.loss import D_TERMS, G_TERMS, Phase, ViTGANLoss, r1_penalty
+from vitgan.training.loss import D_TERMS, G_TERMS, CheckedR1, Phase, ViTGANLoss, r1_penalty
 
 
 class NonFiniteError(FloatingPointError):
@@ -103,12 +105,12 @@ class Trainer:
         self.mirror, self.world = mirror, world or World()
         ranks = self.world.size
         self.batch_gpu = batch_gpu or cfg.batch // ranks
-        if self.batch_gpu < 1 or cfg.batch % (self.batch_gpu * ranks):
-            raise ConfigError(f"batch_gpu: the batch of {cfg.batch} is not a multiple of {self.batch_gpu} images "
-                              f"per device x {ranks} ranks")
-        if self.batch_gpu % cfg.d_pack:
-            raise ConfigError(f"batch_gpu: {self.batch_gpu} images per device per round do not make whole packs of "
-                              f"d_pack={cfg.d_pack}")
+        if self.batch_gpu < 1 or cfg.batch % (self.batch_gpu * ranks) or self.batch_gpu % cfg.d_pack:
+            per_rank = cfg.batch // ranks if cfg.batch % ranks == 0 else 0
+            works = [n for n in range(cfg.d_pack, per_rank + 1, cfg.d_pack) if per_rank % n == 0]
+            raise ConfigError(f"batch_gpu: {self.batch_gpu} images per device per round must divide the batch of "
+                              f"{cfg.batch} over {ranks} rank(s) and make whole packs of d_pack={cfg.d_pack}; "
+                              + (f"it can be {', '.join(map(str, works))}" if works else "no value can: change batch"))
         self.rounds = cfg.batch // (self.batch_gpu * ranks)
         self.G = Generator(cfg).to(device).train()
         self.D = build_discriminator(cfg).to(device).train()
@@ -119,7 +121,11 @@ class Trainer:
         self.G_run: nn.Module = torch.compile(self.G) if compile else self.G
         self.D_run: nn.Module = torch.compile(self.D) if compile else self.D
         r1 = functools.partial(r1_penalty, self.D)  # R1's penalty, with the double backward of its gradient
-        self.R1_run = torch.compile(r1) if compile else r1
+        # compiled, R1 checks itself against the eager form on its first batch and falls back to it where they differ
+        self.log: Callable[[str], None] = warnings.warn  # where the Trainer reports (the run loop: its log)
+        self.R1_run: Callable[[torch.Tensor], torch.Tensor] = CheckedR1(
+            self.D, torch.compile(r1), log=lambda line: self.log(line),
+            agree=lambda differ: distributed.any_rank(differ, self.world)) if compile else r1
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         betas = (cfg.beta1, cfg.beta2)
         # fused: one kernel per parameter tensor, on the CPU too (the default there updates each tensor with about
