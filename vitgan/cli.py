@@ -313,15 +313,13 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     ablate(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="vitgan", description="ViTGAN: GANs with Vision Transformers.")
-    parser.add_argument("--version", action="version", version=f"vitgan {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_presets_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("presets", help="list the named configurations with their parameter counts")
     p.add_argument("-v", "--verbose", action="store_true", help="also print every field")
     p.set_defaults(func=cmd_presets)
 
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a ViTGAN (default: the mnist preset on the bundled MNIST digits)",
                        formatter_class=HelpFormatter)
     add_config_arguments(p, "mnist", resumable=True)
@@ -330,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "run would use, and exit")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("generate", help="write images from a network snapshot",
+
+def add_generate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="write images from a trained generator (snapshot, run folder, export)",
                        formatter_class=HelpFormatter)
     p.add_argument("--ckpt", required=True, help="a network-snapshot-*.safetensors file, a run folder (its newest "
                    "snapshot), a folder written by `vitgan export`, or a Hugging Face hub id")
@@ -343,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_options(p, RunOptions, "run_", only=["device"])
     p.set_defaults(func=cmd_generate)
 
-    add_prepare_parser(sub)
 
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="time D, G and a training iteration against a standard ViT and the GEMM rate",
                        formatter_class=HelpFormatter)
     add_config_arguments(p, BENCH_PRESET)
@@ -354,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also append the JSON line to this file")
     p.set_defaults(func=cmd_bench)
 
+
+def add_ablate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="train the paper's ablations (or the recipe sweep) for the same number of "
                        "images and write a report", formatter_class=HelpFormatter)
     p.add_argument("--data", default="mnist", help="the bundled digits (the report's digit FID needs them)")
@@ -383,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "raw records")
     p.set_defaults(func=cmd_ablate)
 
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot, "
                        "an exported generator, or a folder/zip of generated images",
                        formatter_class=HelpFormatter)
@@ -410,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_options(p, RunOptions, "run_", only=["device"])
     p.set_defaults(func=cmd_eval)
 
+
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a snapshot's EMA generator as config.json + model.safetensors + model "
                        "card, to share (vitgan.load, vitgan.push_to_hub)")
     p.add_argument("source", help="a network-snapshot-*.safetensors file, or a run folder (its newest snapshot)")
@@ -417,6 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into a folder that holds other files (they are kept; "
                    "files named as the export's are replaced)")
     p.set_defaults(func=cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="vitgan", description="ViTGAN: GANs with Vision Transformers.")
+    parser.add_argument("--version", action="version", version=f"vitgan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_presets_parser, add_train_parser, add_generate_parser, add_prepare_parser, add_bench_parser,
+                add_ablate_parser, add_eval_parser, add_export_parser):  # the order of `vitgan --help`
+        add(sub)
     return parser
 
 
