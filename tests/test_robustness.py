@@ -22,13 +22,11 @@ from vitgan.cli import main
 from vitgan.data import DataError, load
 from vitgan.training import checkpoint
 from vitgan.training.checkpoint import CheckpointError
-from vitgan.training.options import RunOptions
 
 EXAMPLES = int(os.environ.get("VITGAN_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 HINTS = typing.get_type_hints(Config)
-NAMES = set(FIELDS) | {f.name for f in dataclasses.fields(RunOptions)} | {"preset"}
 
 # argv can hold any character but NUL; text from the OS decodes undecodable bytes to lone surrogates U+DC80-U+DCFF
 TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0") | st.characters(
@@ -96,8 +94,8 @@ def test_train_arguments_run_or_give_a_one_line_error(tmp_path, pairs):
     event("one-line vitgan error (exit 2)")
     assert last.startswith("vitgan: error: ") and len(err.strip().splitlines()) <= 2, err
     subject = last.removeprefix("vitgan: error: ").split(":")[0]
-    # a field, a value given, or the data source (the default `mnist`, when a size does not fit its images)
-    assert subject in NAMES or subject == "mnist" or any(subject == value for _, value in pairs), last
+    # the flag of a field, a value given, or the data source (the default `mnist`, when a size does not fit)
+    assert subject in OPTIONS or subject == "mnist" or any(subject == value for _, value in pairs), last
 
 
 @FUZZ
