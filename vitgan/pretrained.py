@@ -145,7 +145,6 @@ def run_metrics(snapshot: Path, kimg: float) -> dict[str, float]:
 # --- writing the exported folder ---
 def export(source: str | Path, out: str | Path, *, force: bool = False) -> Path:
     """Write the exported folder `out` for a network snapshot or a run folder's newest snapshot; returns `out`."""
-    check_target(Path(out), force=force)
     snapshot = newest_snapshot(source)
     cfg, states, meta = read_snapshot(snapshot)
     if "G_ema" not in states:
@@ -179,8 +178,8 @@ def save_pretrained(generator: nn.Module, out: str | Path, info: dict[str, Any] 
 
     out = Path(out)
     check_target(out, force=force)
-    info = {"preset": None, "data": None, "kimg": None, "metrics": {}, "source": None, **(info or {})}
-    info.pop("format", None), info.pop("vitgan_version", None)
+    info = {"preset": None, "data": None, "kimg": None, "metrics": {}, "source": None,
+            **{k: v for k, v in (info or {}).items() if k not in ("format", "vitgan_version")}}  # written anew below
     state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
     atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}))
     config = {"format": FORMAT, "vitgan_version": __version__, "cfg": generator.cfg.to_dict(), **info}

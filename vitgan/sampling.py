@@ -71,8 +71,7 @@ def interpolate(generator: nn.Module, seeds: Sequence[int], *, steps: int = 8, p
 def write_images(generator: nn.Module, seeds: Sequence[int], outdir: Path, *, psi: float = 1.0, batch: int = 32,
                  interpolation_steps: int = 0) -> list[Path]:
     """seedNNNN.png per seed and grid.png; with interpolation_steps, interpolation.png (one row per seed pair).
-    Nothing is written when an argument is bad (a non-finite psi)."""
-    check_psi(psi)
+    Nothing is written when an argument is bad (`generate` refuses a non-finite psi before any file)."""
     images = generate(generator, latents(seeds, generator.z_dim), psi=psi, batch=batch)
     written = []
     for seed, pixels in zip(seeds, to_uint8(images), strict=True):
