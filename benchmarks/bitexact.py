@@ -13,6 +13,10 @@ ADA and mirroring on:
   rollback  - 12 steps with --nan-policy rollback and a NaN poisoned into G's loss once.
 Prints one sha256 per run over every tensor and value of the final training state and network snapshot and the
 non-timing fields of stats.jsonl, then one over all three. The hashes must be equal before and after a refactor.
+
+A change that adds a Config field or a stats.jsonl column whose default leaves training as it was names it with
+`--new NAME=VALUE` (repeatable; e.g. `--new gan_loss=ns --new r2_gamma=0 --new r2=0`): a key of that name holding
+that value is left out of both trees' hashes (the baseline has no such key), any other value of it is hashed.
 """
 
 import argparse
@@ -34,6 +38,9 @@ TINY = dict(g_dim=32, g_depth=1, g_heads=2, g_mlp_dim=64, z_dim=16, w_dim=16, ma
 STEPS, TICK = 12, 2  # steps of batch 4
 
 
+NEW: dict = {}  # --new: keys the tree adds, with the value that leaves training unchanged
+
+
 def feed(h, value, name=""):
     import torch
 
@@ -43,6 +50,8 @@ def feed(h, value, name=""):
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     elif isinstance(value, dict):
         for key in sorted(value, key=str):
+            if key in NEW and value[key] == NEW[key]:
+                continue  # a field the tree adds, at the value that leaves training unchanged
             feed(h, value[key], f"{name}.{key}")
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
@@ -131,10 +140,10 @@ def child() -> None:
     print(json.dumps(hashes))
 
 
-def hashes_of(tree: Path) -> dict[str, str]:
+def hashes_of(tree: Path, new: list[str]) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, __file__, "--child"], cwd=tree, env=env, check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run([sys.executable, __file__, "--child", *(f"--new={item}" for item in new)], cwd=tree,
+                         env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -142,7 +151,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="b324299", help="the commit to compare with")
     parser.add_argument("--child", action="store_true", help="train with the vitgan on sys.path and print hashes")
+    parser.add_argument("--new", action="append", default=[], metavar="NAME=VALUE",
+                        help="a key the tree adds and the value that leaves training unchanged (repeatable)")
     args = parser.parse_args()
+    for item in args.new:
+        key, _, text = item.partition("=")
+        try:
+            NEW[key] = json.loads(text)
+        except json.JSONDecodeError:
+            NEW[key] = text  # a string value, e.g. gan_loss=ns
     if args.child:
         child()
         return 0
@@ -152,11 +169,11 @@ def main() -> int:
         base = Path(tmp) / "baseline"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), args.baseline], cwd=ROOT, check=True)
         try:
-            before = hashes_of(base)
+            before = hashes_of(base, args.new)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False)
-    after = hashes_of(ROOT)
-    record = {"date": time.strftime("%Y-%m-%d"), "baseline": args.baseline, "tree": commit,
+    after = hashes_of(ROOT, args.new)
+    record = {"date": time.strftime("%Y-%m-%d"), "baseline": args.baseline, "tree": commit, "new": args.new,
               "baseline_hashes": before, "tree_hashes": after, "equal": before == after}
     print(json.dumps(record))
     with open(RESULTS, "a") as f:

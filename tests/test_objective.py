@@ -115,7 +115,7 @@ def test_r1_is_gamma_over_2_times_the_interval_times_the_mean_squared_input_grad
     assert both.total.item() == pytest.approx(both.terms["loss_d"].item() + weight, rel=1e-6)
     with pytest.raises(ValueError, match="Dmain, Dboth, Gmain"):
         loss("Dreg", z=Z, reals=REALS)  # no phase of R1 alone: Dboth adds it to Dmain
-    r1 = loss.r1(REALS)  # the term alone, as Dboth adds it
+    r1 = loss.penalty(REALS, 0.3)  # the term alone, as Dboth adds it
     assert r1.item() == pytest.approx(weight, rel=1e-6)
     r1.backward()
     torch.testing.assert_close(loss.D.w.grad, 0.3 / 2 * 4 * 2 * W)  # d/dw of ||w||^2 = 2w, through the double backward
@@ -244,3 +244,106 @@ def test_training_learns_a_toy_distribution():
     assert sum(s["loss_d"] for s in stats[-50:]) / 50 < math.log(4) - 0.2
     assert distance() < 0.8 * start, (start, distance())
 
+
+
+# --- the relativistic pairing loss (RpGAN) and R2 ---
+def test_rpgan_d_loss_pairs_real_i_with_fake_i_through_softplus_of_their_difference():
+    loss = _loss(gan_loss="rpgan", augment="xflip", augment_p=1.0)
+    total, terms, _ = loss("Dmain", z=Z, reals=REALS)
+    real_logits, fake_logits = _d(REALS.flip(-1)), _d((0.5 * Z).view(3, 1, 2, 2).flip(-1))
+    # D minimises softplus(-(D(x_r) - D(x_f))) = log(1 + exp(D(x_f) - D(x_r))), pair by pair
+    expected = sum(_softplus(f - r) for r, f in zip(real_logits, fake_logits, strict=True)) / 3
+    assert terms["loss_d"].item() == pytest.approx(expected, rel=1e-6)
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    crossed = sum(_softplus(f - r) for r in real_logits for f in fake_logits) / 9  # every real with every fake
+    assert abs(expected - crossed) > 1e-3 and terms["loss_d"].item() != pytest.approx(crossed, rel=1e-4)
+    total.backward()  # d/db: the bias cancels in each difference
+    assert loss.D.b.grad.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_rpgan_g_loss_pairs_each_fake_with_the_real_of_its_place_and_moves_only_g():
+    loss = _loss(gan_loss="rpgan", augment="xflip", augment_p=1.0)
+    total, terms, _ = loss("Gmain", z=Z, reals=REALS)
+    real_logits, fake_logits = _d(REALS.flip(-1)), _d((0.5 * Z).view(3, 1, 2, 2).flip(-1))
+    # G minimises softplus(-(D(x_f) - D(x_r))) = log(1 + exp(D(x_r) - D(x_f)))
+    expected = sum(_softplus(r - f) for r, f in zip(real_logits, fake_logits, strict=True)) / 3
+    assert terms["loss_g"].item() == pytest.approx(expected, rel=1e-6)
+    total.backward()  # d/da: -sigmoid(D(x_r) - D(x_f)) d D(x_f)/da, D(x_f) - 0.3 linear in a
+    sigmoid = [1 / (1 + math.exp(f - r)) for r, f in zip(real_logits, fake_logits, strict=True)]
+    grad = -sum(s * (f - 0.3) / 0.5 for s, f in zip(sigmoid, fake_logits, strict=True)) / 3
+    assert loss.G.a.grad.item() == pytest.approx(grad, rel=1e-5)
+    with pytest.raises(ValueError, match="reals"):
+        loss("Gmain", z=Z)  # rpgan's G needs the round's reals
+
+
+def test_rpgan_and_minibatch_std_see_reals_and_fakes_as_separate_batches_in_one_forward():
+    cfg = presets.get("mnist", augment="", bcr_real=0.0, bcr_fake=0.0, r1_gamma=0.0, gan_loss="rpgan")
+    D = CentringD()
+    loss = ViTGANLoss(cfg, ScaleG(), D, draws=lambda: Draws(torch.Generator().manual_seed(0)))
+    terms = loss("Dmain", z=Z, reals=REALS).terms
+    g_terms = loss("Gmain", z=Z, reals=REALS).terms
+    assert D.calls == 2  # one forward per phase
+
+    def centred(x: torch.Tensor) -> list[float]:
+        logits = [v - 0.3 for v in _d(x)]
+        return [v - sum(logits) / len(logits) for v in logits]
+
+    real, fake = centred(REALS), centred((0.5 * Z).view(3, 1, 2, 2))
+    pairs = list(zip(real, fake, strict=True))
+    assert terms["loss_d"].item() == pytest.approx(sum(_softplus(f - r) for r, f in pairs) / 3, rel=1e-6)
+    assert g_terms["loss_g"].item() == pytest.approx(sum(_softplus(r - f) for r, f in pairs) / 3, rel=1e-6)
+
+
+class QuadraticD(LinearD):
+    """D(x) = <w, x> + <x, x> / 2: grad_x D = w + x differs from image to image, so a penalty says which images it
+    was taken on."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + x.square().sum(dim=(1, 2, 3)) / 2
+
+
+def _mean_square_grad(x: torch.Tensor) -> float:
+    return float(sum((W[0] + row).square().sum() for row in x) / len(x))
+
+
+def test_r2_is_gamma_over_2_times_the_interval_times_the_mean_squared_input_gradient_on_the_fakes_only():
+    cfg = presets.get("mnist", augment="", bcr_real=0.0, bcr_fake=0.0, r1_gamma=0.0, r2_gamma=0.4, r1_interval=2)
+    loss = ViTGANLoss(cfg, ScaleG(), QuadraticD(0.3), draws=lambda: Draws(torch.Generator().manual_seed(0)))
+    fakes = (0.5 * Z).view(3, 1, 2, 2)
+    assert loss("Dmain", z=Z, reals=REALS).terms["r2"].item() == 0  # lazy: Dboth only
+    both = loss("Dboth", z=Z, reals=REALS)
+    r2 = 0.4 / 2 * 2 * _mean_square_grad(fakes)
+    assert both.terms["r2"].item() == pytest.approx(r2, rel=1e-6)
+    assert both.terms["r1"].item() == 0  # r1_gamma 0: no R1, though the phase is Dboth
+    assert both.total.item() == pytest.approx(both.terms["loss_d"].item() + r2, rel=1e-6)
+    assert abs(r2 - 0.4 * _mean_square_grad(REALS)) > 1e-3  # the reals would give another value
+    both.total.backward()
+    assert loss.G.a.grad is None  # the fakes are detached: no gradient reaches G through R2 (nor D's loss)
+
+
+def test_r1_and_r2_each_take_their_own_gamma_on_their_own_images():
+    cfg = presets.get("mnist", augment="", bcr_real=0.0, bcr_fake=0.0, r1_gamma=0.3, r2_gamma=0.7, r1_interval=1)
+    loss = ViTGANLoss(cfg, ScaleG(), QuadraticD(0.3), draws=lambda: Draws(torch.Generator().manual_seed(0)))
+    terms = loss("Dboth", z=Z, reals=REALS).terms
+    assert terms["r1"].item() == pytest.approx(0.3 / 2 * _mean_square_grad(REALS), rel=1e-6)
+    assert terms["r2"].item() == pytest.approx(0.7 / 2 * _mean_square_grad((0.5 * Z).view(3, 1, 2, 2)), rel=1e-6)
+
+
+def test_the_trainer_asks_for_the_penalties_when_only_r2_is_on_and_rpgan_g_reuses_the_d_steps_reals(monkeypatch):
+    trainer = _tiny_trainer(r1_gamma=0.0, r2_gamma=0.5, r1_interval=2, gan_loss="rpgan", batch=4, batch_gpu=2)
+    assert trainer.d_phase() == "Dboth"
+    seen = []
+    call = ViTGANLoss.__call__
+
+    def spy(self, phase, **batch):
+        seen.append((phase, batch["reals"]))
+        return call(self, phase, **batch)
+
+    monkeypatch.setattr(ViTGANLoss, "__call__", spy)
+    stats = trainer.step()
+    assert stats["r2"] > 0 and stats["r1"] == 0
+    d_reals = [reals for phase, reals in seen if phase != "Gmain"]
+    g_reals = [reals for phase, reals in seen if phase == "Gmain"]
+    assert len(d_reals) == len(g_reals) == 2  # two rounds of 2 images each
+    assert all(g is d for g, d in zip(g_reals, d_reals, strict=True))  # round i of G with round i of D's reals
+    assert trainer.cur_nimg == 4  # G's step draws no images: kimg counts the reals D sees

@@ -424,7 +424,7 @@ def test_r1_has_its_double_backward_with_the_fused_attention_kernels(monkeypatch
     def r1_and_grads():
         trainer.D.load_state_dict(start)
         trainer.D.zero_grad(set_to_none=True)
-        r1 = trainer.loss.r1(reals)
+        r1 = trainer.loss.penalty(reals, trainer.cfg.r1_gamma)
         r1.backward()
         return r1.detach(), [p.grad.clone() for p in trainer.D.parameters() if p.grad is not None]
 

@@ -125,8 +125,17 @@ class Config:
                                                    "independent DiffAugment draw of the un-augmented images (the "
                                                    "authors' code)")
     bcr_shift: float = option(0.125, "bcr_mode shift: the largest translation, as a fraction of the image")
+    gan_loss: Literal["ns", "rpgan"] = option("ns", "the adversarial loss: ns, the non-saturating logistic loss (D: "
+                                              "softplus(D(fake)) + softplus(-D(real)), G: softplus(-D(fake))); "
+                                              "rpgan, the relativistic pairing GAN (Jolicoeur-Martineau 2019; R3GAN): "
+                                              "D: softplus(-(D(real) - D(fake))), G: softplus(-(D(fake) - D(real))) "
+                                              "over one-to-one pairs of a real and a fake (image i, or pack i, of the "
+                                              "round), G's step on the reals of the last D step")
     r1_gamma: float = option(0.0, "R1 weight gamma on real images (0 = off; the paper found it weakens a ViT D)")
-    r1_interval: int = option(16, "lazy R1: every this many D steps, scaled by the interval (1 = every step)")
+    r2_gamma: float = option(0.0, "R2 weight gamma: the zero-centred gradient penalty on fake images, gamma / 2 * "
+                             "E||grad_x D(x_fake)||^2, fakes detached (0 = off; R3GAN: RpGAN + R1 + R2, both gammas "
+                             "equal)")
+    r1_interval: int = option(16, "lazy R1 and R2: every this many D steps, scaled by the interval (1 = every step)")
     lr_warmup_kimg: float = option(0.0, "both learning rates ramp linearly from 0 over this many kimg (0 = none)")
     ema_kimg: float = option(10.0, "half-life of the generator's EMA, in thousands of images")
     ema_rampup: float = option(0.05, "the EMA half-life is at most this fraction of the images seen so far "
@@ -253,7 +262,7 @@ def parse_policy(policy: str) -> list[tuple[str, float | None]]:
 
 
 _MAY_BE_ZERO = {"beta1", "grad_clip", "augment_p", "ada_target", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma",
-                "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
+                "r2_gamma", "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
 
 
 def non_none(hint: Any) -> Any:

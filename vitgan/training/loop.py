@@ -38,7 +38,7 @@ DIGIT_FID_SEEDS = range(1_000_000, 1_001_000)  # 1,000 fixed latents for the per
 # Fields that may differ when resuming: the schedule and the regularisation weights, not the networks.
 RESUMABLE_FIELDS = {"kimg", "batch", "g_lr", "d_lr", "d_steps_per_g", "grad_clip", "augment", "augment_p",
                     "ada_target", "ada_kimg", "augment_fill", "bcr_real", "bcr_fake", "bcr_mode", "bcr_shift",
-                    "r1_gamma", "r1_interval", "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
+                    "gan_loss", "r1_gamma", "r2_gamma", "r1_interval", "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
 
 # --nan-policy rollback's target: a training state this run wrote (or resumed from), or an in-memory one
 GoodState = Path | dict[str, Any] | None

@@ -1,5 +1,5 @@
-"""The training objective: its formulas (non-saturating logistic loss, balanced consistency regularisation, R1) and
-`ViTGANLoss`, which combines them for each phase of a training step."""
+"""The training objective: its formulas (the non-saturating logistic loss, the relativistic pairing loss, balanced
+consistency regularisation, R1 and R2) and `ViTGANLoss`, which combines them for each phase of a training step."""
 
 from __future__ import annotations
 
@@ -27,6 +27,18 @@ def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
+def d_relativistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """D's relativistic pairing loss (RpGAN; Jolicoeur-Martineau 2019, R3GAN's Eq. 2): E[softplus(-(D(x_r) - D(x_f)))]
+    over the pairs (real_logits[i], fake_logits[i])."""
+    return F.softplus(fake_logits - real_logits).mean()
+
+
+def g_relativistic_loss(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """G's relativistic pairing loss: E[softplus(-(D(x_f) - D(x_r)))] over the pairs (fake_logits[i],
+    real_logits[i])."""
+    return F.softplus(real_logits - fake_logits).mean()
+
+
 def consistency_penalty(logits: torch.Tensor, transformed_logits: torch.Tensor) -> torch.Tensor:
     """bCR term (Zhao et al. 2021): E[(D(x) - D(T(x)))^2], for real x and, separately, for fake x."""
     return (logits - transformed_logits).square().mean()
@@ -34,8 +46,8 @@ def consistency_penalty(logits: torch.Tensor, transformed_logits: torch.Tensor) 
 
 def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real_images: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): E[||grad_x D(x)||^2] over D's inputs x, on real images, D = `critic`; multiply by
-    gamma / 2 for the loss. A D input is one image, or with PacGAN (`d_pack`) one pack of images with one logit,
-    whose gradient's squared norm sums over the pack's images.
+    gamma / 2 for the loss. R2 is the same penalty on (detached) fake images. A D input is one image, or with PacGAN
+    (`d_pack`) one pack of images with one logit, whose gradient's squared norm sums over the pack's images.
 
     The input gradient is taken with torch.func.grad of the summed logits (each image's gradient of the sum is its
     own logit's, and a minibatch-std layer's cross terms are kept as autograd.grad would), so that the whole penalty,
@@ -141,8 +153,8 @@ class CheckedR1:
 
 
 # The loss terms, in the order a step computes them: the one list the status line, the plots and the finiteness check
-# read. Each is the weighted contribution to its network's total (D: the first four, G: the last).
-D_TERMS = ("loss_d", "bcr_real", "bcr_fake", "r1")
+# read. Each is the weighted contribution to its network's total (D: the first five, G: the last).
+D_TERMS = ("loss_d", "bcr_real", "bcr_fake", "r1", "r2")
 G_TERMS = ("loss_g",)
 TERMS = D_TERMS + G_TERMS
 
@@ -163,13 +175,21 @@ class ViTGANLoss:
     """ViTGAN's objective (as StyleGAN2-ADA's `StyleGAN2Loss`): given the networks, one round's batch and a phase, the
     total loss and its named terms.
 
-    - `Dmain`: D's logistic loss on DiffAugment'ed reals and fakes, `softplus(D(fake)) + softplus(-D(real))`, plus
-      balanced consistency regularisation `bcr_real * E[(D(x) - D(T(x)))^2]` on the reals and the same with
-      `bcr_fake` on the fakes, T the Config's `bcr_mode` (`transform(plain, augmented)`);
-    - `Dboth`: `Dmain` plus R1, `gamma / 2 * interval * E[||grad_x D(x)||^2]` on the same augmented reals (one
-      backward pass; lazy: the Trainer asks for it every `r1_interval` D steps, hence the interval in its weight), in
-      fp32 outside autocast (compiled with its double backward when the Trainer compiles: see r1_penalty);
-    - `Gmain`: G's non-saturating loss `softplus(-D(aug(G(z))))`.
+    - `Dmain`: D's adversarial loss on DiffAugment'ed reals and fakes (`gan_loss` ns: the logistic loss
+      `softplus(D(fake)) + softplus(-D(real))`; rpgan: `softplus(-(D(real_i) - D(fake_i)))`), plus balanced
+      consistency regularisation `bcr_real * E[(D(x) - D(T(x)))^2]` on the reals and the same with `bcr_fake` on the
+      fakes, T the Config's `bcr_mode` (`transform(plain, augmented)`);
+    - `Dboth`: `Dmain` plus R1, `r1_gamma / 2 * interval * E[||grad_x D(x)||^2]` on the same augmented reals, and R2,
+      the same with `r2_gamma` on the same augmented fakes (one backward pass; lazy: the Trainer asks for it every
+      `r1_interval` D steps, hence the interval in the weights), in fp32 outside autocast (compiled with its double
+      backward when the Trainer compiles: see r1_penalty);
+    - `Gmain`: G's loss, ns: `softplus(-D(aug(G(z))))`; rpgan: `softplus(-(D(aug(G(z))_i) - D(aug(real_i))))`, the
+      reals those of the round's last D step (D frozen: its logits on them are constants for G).
+
+    RpGAN pairs D's logits by position: image i of a round's augmented reals with image i of its fakes (with PacGAN's
+    `d_pack`, pack i with pack i; a round holds whole packs, so the counts match). The reals and fakes go through D
+    as separate batches of one forward (`_logits`), so a minibatch-std feature is over reals alone and over fakes
+    alone, as under ns; bCR compares each image with its own transform, whatever the loss.
 
     Each D phase reports every D term (0 where off), so that a tick's mean of a term is its contribution per step.
     `draws()` gives the random numbers of one round (a `Draws`); augmentations take theirs from it in a fixed order
@@ -210,33 +230,49 @@ class ViTGANLoss:
         logits = self.D_run(x, segments=len(batches)) if mixes else self.D_run(x)
         return list(logits.float().chunk(len(batches)))  # a D with packs has len(b) / d_pack logits per batch
 
-    def r1(self, real_aug: torch.Tensor) -> torch.Tensor:
-        """The weighted R1 term on (augmented) reals, in fp32 outside autocast, through `R1_run` (r1_penalty of the
-        plain D, or its torch.compile'd form). Its gradient is a double backward, which the fused attention kernels
-        (flash, memory-efficient; used off the CPU) do not have: D's attention runs on SDPA's math backend here."""
+    def penalty(self, images: torch.Tensor, gamma: float) -> torch.Tensor:
+        """A weighted zero-centred gradient penalty, `gamma / 2 * r1_interval * E||grad_x D(x)||^2`, on D's
+        (augmented) inputs `images`: R1 on reals, R2 on fakes. In fp32 outside autocast, through `R1_run`
+        (r1_penalty of the plain D, or its torch.compile'd form). Its gradient is a double backward, which the fused
+        attention kernels (flash, memory-efficient; used off the CPU) do not have: D's attention runs on SDPA's math
+        backend here."""
         with sdpa_kernel(SDPBackend.MATH):
-            return self.R1_run(real_aug) * (self.cfg.r1_gamma / 2 * self.cfg.r1_interval)
+            return self.R1_run(images) * (gamma / 2 * self.cfg.r1_interval)
 
     def __call__(self, phase: Phase, *, z: torch.Tensor | None = None, reals: torch.Tensor | None = None
                  ) -> PhaseLoss:
-        """The loss of `phase` on this round's latents `z` and, for D's phases, real images `reals`."""
-        if phase == "Gmain" and z is not None:
-            with self.autocast():
-                loss_g = g_nonsaturating_loss(self.D_run(self.augment(self.G_run(z))).float())
-            return PhaseLoss(loss_g, {"loss_g": loss_g}, {})
+        """The loss of `phase` on this round's latents `z` and real images `reals` (for D's phases, and for G's
+        under rpgan)."""
+        relativistic = self.cfg.gan_loss == "rpgan"
+        if phase == "Gmain" and z is not None and (reals is not None or not relativistic):
+            return self._g_main(z, reals)
         if phase not in PHASES or z is None or reals is None:
-            raise ValueError(f"phase {phase!r}: expected one of {', '.join(PHASES)} with z, and reals for D's phases")
+            raise ValueError(f"phase {phase!r}: expected one of {', '.join(PHASES)} with z, and reals for D's phases "
+                             "(and for Gmain under gan_loss rpgan)")
         terms = dict.fromkeys(D_TERMS, torch.zeros((), device=reals.device))
-        total, real_aug, stats = self._d_main(reals, z, terms)
+        total, (real_aug, fake_aug), stats = self._d_main(reals, z, terms)
         if phase == "Dboth":
-            terms["r1"] = self.r1(real_aug)
-            total = total + terms["r1"]
+            for name, images, gamma in (("r1", real_aug, self.cfg.r1_gamma), ("r2", fake_aug, self.cfg.r2_gamma)):
+                if gamma > 0:
+                    terms[name] = self.penalty(images, gamma)
+                    total = total + terms[name]
         return PhaseLoss(total, terms, stats)
 
+    def _g_main(self, z: torch.Tensor, reals: torch.Tensor | None) -> PhaseLoss:
+        """G's loss on the fakes of `z` (and, under rpgan, the reals `reals`, paired with them)."""
+        with self.autocast():
+            fakes = self.G_run(z)
+            if self.cfg.gan_loss == "rpgan":
+                real_logits, fake_logits = self._logits([self.augment(reals), self.augment(fakes)])
+                loss_g = g_relativistic_loss(fake_logits, real_logits)
+            else:
+                loss_g = g_nonsaturating_loss(self.D_run(self.augment(fakes)).float())
+        return PhaseLoss(loss_g, {"loss_g": loss_g}, {})
+
     def _d_main(self, reals: torch.Tensor, z: torch.Tensor, terms: dict[str, torch.Tensor]
-                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """D's logistic loss and bCR terms (written into `terms`): (their total, the augmented reals, D's mean
-        logits and the mean sign of its real logits, ADA's overfitting measure r)."""
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+        """D's adversarial loss and bCR terms (written into `terms`): (their total, the augmented reals and fakes,
+        D's mean logits and the mean sign of its real logits, ADA's overfitting measure r)."""
         cfg = self.cfg
         with torch.no_grad(), self.autocast():
             fakes = self.G_run(z).float()
@@ -247,10 +283,11 @@ class ViTGANLoss:
                                                                      ("bcr_fake", cfg.bcr_fake))) if w > 0]
             logits = self._logits([real_aug, fake_aug, *(self.transform(plain[i], augmented[i])
                                                          for _, _, i in weighted)])
-            terms["loss_d"] = d_logistic_loss(logits[0], logits[1])
+            adversarial = d_relativistic_loss if cfg.gan_loss == "rpgan" else d_logistic_loss
+            terms["loss_d"] = adversarial(logits[0], logits[1])
             bcr = torch.zeros((), device=reals.device)
             for (name, weight, i), transformed in zip(weighted, logits[2:], strict=True):
                 terms[name] = weight * consistency_penalty(logits[i], transformed)
                 bcr = bcr + terms[name]
         stats = {"logits_real": logits[0].mean(), "logits_fake": logits[1].mean(), "real_sign": logits[0].sign().mean()}
-        return terms["loss_d"] + bcr, real_aug, stats
+        return terms["loss_d"] + bcr, (real_aug, fake_aug), stats

@@ -144,6 +144,7 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(seed)  # the per-sample randomness, the same on every rank
         self.order = torch.randperm(len(data), generator=self.rng)
         self.position = 0
+        self.last_reals: list[torch.Tensor] = []  # the last D step's reals, one batch per round (rpgan's G step)
 
     def uncompile(self) -> None:
         """Run the plain networks from now on (after compiling them failed)."""
@@ -183,21 +184,29 @@ class Trainer:
 
     # --- one iteration ---
     def d_phase(self) -> Phase:
-        """The phase of the next D step: with R1 (`Dboth`) every `r1_interval` D steps when R1 is on, else `Dmain`."""
-        return "Dboth" if self.cfg.r1_gamma > 0 and self.d_steps % self.cfg.r1_interval == 0 else "Dmain"
+        """The phase of the next D step: with R1 and R2 (`Dboth`) every `r1_interval` D steps when either is on, else
+        `Dmain`."""
+        penalised = self.cfg.r1_gamma > 0 or self.cfg.r2_gamma > 0
+        return "Dboth" if penalised and self.d_steps % self.cfg.r1_interval == 0 else "Dmain"
 
     def accumulate(self, phase: Phase) -> dict[str, float]:
         """The gradient of `phase`'s network (D for D's phases, G for Gmain; the other frozen) on one batch: this
         rank's share, in `rounds` rounds of `batch_gpu` images, each round's loss divided by the rounds, then averaged
         over the ranks; under fp16 the gradient of the loss times the network's scaler's scale. Returns the terms and
-        statistics averaged over the rounds and the ranks."""
+        statistics averaged over the rounds and the ranks. Under rpgan, G's rounds pair their fakes with the reals of
+        the same rounds of the last D step (kept in `last_reals`: no image is drawn for G)."""
         net, other, scaler = (self.G, self.D, self.scaler_g) if phase == "Gmain" else (self.D, self.G, self.scaler_d)
         other.requires_grad_(False)
         net.requires_grad_(True)
         net.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
-        for _ in range(self.rounds):
-            batch = {"z": self._z()} if phase == "Gmain" else {"reals": self.next_reals(), "z": self._z()}
+        relativistic_g = phase == "Gmain" and self.cfg.gan_loss == "rpgan"
+        for i in range(self.rounds):
+            if phase == "Gmain":
+                batch = {"z": self._z(), **({"reals": self.last_reals[i]} if relativistic_g else {})}
+            else:
+                batch = {"reals": self.next_reals(), "z": self._z()}
+                self.last_reals[i:] = [batch["reals"]]
             total, terms, stats = self.loss(phase, **batch)
             scaler.scale(total / self.rounds).backward()
             for key, value in {**terms, **stats}.items():
