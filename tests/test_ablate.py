@@ -38,7 +38,7 @@ def test_variant_names_are_unique_in_every_group(monkeypatch):
     r1-0.1 once was) trains twice into one folder, so every group's names are unique and a duplicate is refused."""
     from vitgan.ablate import variants
 
-    assert set(GROUPS) == {"paper", "recipe"}
+    assert set(GROUPS) == {"paper", "recipe", "stacked"}
     for group, members in GROUPS.items():
         names = [v.name for v in members]
         assert len(names) == len(set(names)), group
@@ -89,6 +89,15 @@ def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys
     report.write_text(report.read_text() + "\n" + HAND_WRITTEN + "\nA reading.\n")
     assert main(args) == 0  # finished runs are reused, not retrained, and not measured again
     assert capsys.readouterr().out.count("started") == 2
+    import shutil
+
+    shutil.move(tmp_path / "runs", tmp_path / "elsewhere")  # another machine: the runs are gone, the records are not
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "started" not in out and out.count("kept as recorded") == 2
+    assert [json.loads(line) for line in (report.parent / "ablation" / "results.jsonl").read_text().splitlines()] \
+        == records
+    shutil.move(tmp_path / "elsewhere", tmp_path / "runs")
     (report.parent / "ablation" / "samples.png").unlink()
     assert main(["ablate", "--report-only", "--variants", "vanilla", "--report", str(report)]) == 0
     assert report.read_text().endswith(HAND_WRITTEN + "\nA reading.\n")

@@ -300,11 +300,13 @@ def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
-    from vitgan.ablate import ablate
+    from vitgan.ablate import DEFAULTS, ablate
 
     args.seed_list = list(range(args.seeds))
-    args.outdir = args.outdir or f"runs/{'ablation' if args.group == 'paper' else 'recipe'}"
-    args.report = args.report or ("docs/ablation.md" if args.group == "paper" else "benchmarks/recipe.md")
+    defaults = DEFAULTS[args.group]
+    for name in ("outdir", "report", "preset", "data", "samples"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(defaults, name))
     if args.seeds < 1:
         raise ConfigError(f"seeds: must be at least 1, got {args.seeds}")
     args.override = [item.split("=", 1) for item in args.set]
@@ -358,10 +360,12 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
 def add_ablate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="train the paper's ablations (or the recipe sweep) for the same number of "
                        "images and write a report", formatter_class=HelpFormatter)
-    p.add_argument("--data", default="mnist", help="the bundled digits (the report's digit FID needs them)")
-    p.add_argument("--preset", default="mnist", help="the configuration every variant starts from")
-    p.add_argument("--group", default="paper", choices=["paper", "recipe"], help="the paper's ablations, or the "
-                   "training recipes of the calibration sweep")
+    p.add_argument("--data", help="the bundled digits, 'mnist' (the report's digit FID needs them), or "
+                   "'stacked-mnist' (its modes); default: the group's (stacked: stacked-mnist, else mnist)")
+    p.add_argument("--preset", help="the configuration every variant starts from (default: the group's, mnist or "
+                   "stacked-mnist)")
+    p.add_argument("--group", default="paper", choices=["paper", "recipe", "stacked"], help="the paper's ablations, "
+                   "the training recipes of the calibration sweep, or StackedMNIST's modes by objective")
     p.add_argument("--kimg", type=float, default=60.0, help="thousands of images every run trains on")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per variant")
     p.add_argument("--minutes", type=float, help="a wall-clock cap per run: a run that reaches it ends before --kimg "
@@ -372,14 +376,16 @@ def add_ablate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     p.add_argument("--tick", type=float, default=2.0, help="kimg between the per-run measurements")
-    p.add_argument("--samples", type=int, default=5000, help="samples for each final digit FID")
+    p.add_argument("--samples", type=int, help="samples for each final digit FID or mode count (default 5000; "
+                   "stacked: 26000, the papers' count)")
     p.add_argument("--compile", action="store_true", help="train with torch.compile (3x faster on one CPU thread "
                    "after a few minutes of compiling)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a Config override for every variant (repeatable), e.g. --set batch=32")
     p.add_argument("--outdir", help="the runs go to OUTDIR/runs/<variant>-seed<N>/ (finished runs there are "
-                   "reused; default runs/ablation or runs/recipe)")
-    p.add_argument("--report", help="the report (default docs/ablation.md, or benchmarks/recipe.md); its figures "
+                   "reused; default runs/ablation, runs/recipe or runs/stacked)")
+    p.add_argument("--report", help="the report (default docs/ablation.md, benchmarks/recipe.md or "
+                   "benchmarks/stacked.md); its figures "
                    "and raw records go to a folder of its name beside it")
     p.add_argument("--report-only", action="store_true", help="no training: rewrite the report from its recorded "
                    "raw records")

@@ -24,11 +24,15 @@ import torch
 
 from vitgan.ablate.report import HAND_WRITTEN, _sample_sheet, measure, rescore, write_report
 from vitgan.ablate.runner import DIVERGED, run_all
-from vitgan.ablate.variants import GROUPS, PAPER, RECIPES, Variant, select
+from vitgan.ablate.variants import DEFAULTS, GROUPS, PAPER, RECIPES, STACKED, Variant, select
 from vitgan.config import ConfigError
+from vitgan.fileio import read_jsonl
 
-__all__ = ["DIVERGED", "GROUPS", "HAND_WRITTEN", "PAPER", "RECIPES", "Variant", "ablate", "measure", "rescore",
-           "run_all", "select", "write_report"]
+__all__ = ["DEFAULTS", "DIVERGED", "GROUPS", "HAND_WRITTEN", "PAPER", "RECIPES", "STACKED", "Variant", "ablate",
+           "measure", "rescore", "run_all", "select", "write_report"]
+
+
+MEASURED_DATA = ("mnist", "stacked-mnist")  # the data whose runs the report can score: digit FID; modes
 
 
 def _check(args: Any) -> None:
@@ -40,8 +44,9 @@ def _check(args: Any) -> None:
         raise ConfigError(f"threads: must be positive, got {args.threads}")
     if args.minutes is not None and not args.minutes > 0:
         raise ConfigError(f"minutes: must be a positive number, got {args.minutes}")
-    if args.data != "mnist":
-        raise ConfigError("data: the ablation's digit FID needs the bundled digits ('mnist')")
+    if args.data not in MEASURED_DATA:
+        raise ConfigError(f"data: the ablation's measures need the bundled digits ({' or '.join(MEASURED_DATA)}), "
+                          f"got {args.data!r}")
 
 
 def _machine() -> str:
@@ -60,7 +65,8 @@ def _records(args: Any, variants: list[Variant], raw: Path) -> list[dict[str, An
         if not records:
             raise ConfigError(f"report: no recorded runs of these variants in {raw / 'results.jsonl'}")
     else:
-        results = run_all(variants, args.seed_list, args, Path(args.outdir))
+        recorded = {(r["variant"], r["seed"]): r for r in read_jsonl(raw / "results.jsonl")}
+        results = run_all(variants, args.seed_list, args, Path(args.outdir), recorded)
         if not any(r["variant"] is variants[0] for r in results):  # diverged runs are results; a crash is not
             raise ConfigError(f"variants: the {variants[0].name} reference run failed; see its console.txt")
         results.sort(key=lambda r: (order.index(r["variant"].name), r["seed"]))
@@ -74,7 +80,7 @@ def _records(args: Any, variants: list[Variant], raw: Path) -> list[dict[str, An
 def _header(args: Any, records: list[dict[str, Any]]) -> str:
     commands = list(dict.fromkeys(r["command"] for r in records))
     return "\n".join([
-        f"# {'Recipe sweep' if args.group == 'recipe' else 'Ablation'} at small scale: every variant at "
+        f"# {DEFAULTS[args.group].title} at small scale: every variant at "
         f"{max(r['kimg'] for r in records):g} kimg",
         "",
         f"Every variant trained the `{args.preset}` preset on `{args.data}` for the same number of images, seeds "

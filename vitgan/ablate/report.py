@@ -1,7 +1,9 @@
-"""Measuring and reporting `vitgan ablate`'s runs: each finished run's final digit FID and class coverage (its raw
-record kept in `<report folder>/<report name>/results.jsonl`, its per-tick stats in `stats/`), and the report written
-from those records alone: the figures (digit FID and D's norms against kimg, a sheet of samples per variant), the
-table of final digit FIDs with their spread over seeds, and the verdict on each variant's claim."""
+"""Measuring and reporting `vitgan ablate`'s runs: each finished run's final digit FID and class coverage, and on
+StackedMNIST its modes and their KL divergence from uniform (its raw record kept in
+`<report folder>/<report name>/results.jsonl`, its per-tick stats in `stats/`), and the report written from those
+records alone: the figures (the measure and D's norms against kimg, a sheet of samples per variant), the table of
+final measures with their spread over seeds, and the verdict on each variant's claim. A record with `modes` is a
+StackedMNIST run's: its verdict is on the KL, else on the digit FID."""
 
 from __future__ import annotations
 
@@ -36,12 +38,18 @@ def _digit_fid() -> Any:
 
 def final_digit_fid(snapshot: Path, samples: int) -> dict[str, float]:
     """Digit FID and class coverage of a snapshot's EMA generator on `samples` fixed seeds (scored as uint8 pixels,
-    as saved images: `vitgan.metrics.digits.classify`)."""
+    as saved images: `vitgan.metrics.digits.classify`); for a 3-channel (StackedMNIST) generator also its modes, KL
+    and confidence (`vitgan.metrics.modes`), the digit measures then over every channel as a digit."""
     from vitgan.pretrained import load
     from vitgan.sampling import generate, latents
 
     generator = load(snapshot, device="cuda" if torch.cuda.is_available() else "cpu")
-    return _digit_fid()(generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), batch=250))
+    images = generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), batch=250)
+    if images.shape[1] == 3:
+        from vitgan.metrics.modes import stacked_measures
+
+        return stacked_measures(_digit_fid(), images)
+    return _digit_fid()(images)
 
 
 def _write_records(raw: Path, records: list[dict[str, Any]]) -> None:
@@ -69,6 +77,7 @@ def _record(variant: Variant, seed: int, run: Path, stats: Path, diverged: str |
     """The record of one run measured now, from its per-tick stats and (unless it diverged) its final snapshot."""
     rows = [row for row in read_jsonl(stats) if "kimg" in row]
     later = [row["classes"] for row in rows if row["kimg"] > COLLAPSE_AFTER_KIMG and "classes" in row]
+    modes_later = [row["modes"] for row in rows if row["kimg"] > COLLAPSE_AFTER_KIMG and "modes" in row]
     last = rows[-1] if rows else {}
     record = {
         "variant": variant.name, "seed": seed, "overrides": variant.overrides, "samples": samples,
@@ -76,10 +85,12 @@ def _record(variant: Variant, seed: int, run: Path, stats: Path, diverged: str |
         "sigma": last.get("d_sigma_max", float("nan")), "grad": last.get("grad_d", float("nan")),
         "min_classes_later": min(later) if later else None, "command": command,
     }
+    if modes_later:  # a StackedMNIST run: the fewest modes at a tick (5,000 samples) after the start
+        record["min_modes_later"] = min(modes_later)
     if diverged:  # no final generator to measure: where and how it stopped
         at = re.search(r"\(kimg ([0-9.]+)\)", diverged)
         record.update(diverged=diverged, kimg=float(at.group(1)) if at else record["kimg"], snapshot=None,
-                      digit_fid=None, classes=None)
+                      digit_fid=None, classes=None, **({"modes": None, "kl": None} if modes_later else {}))
     else:
         snapshot = newest_snapshot(run)
         record.update(snapshot=str(snapshot), **final_digit_fid(snapshot, samples))
@@ -91,13 +102,17 @@ def measure(results: list[dict[str, Any]], samples: int, raw: Path, command: str
     fewest classes at any tick after COLLAPSE_AFTER_KIMG; for a diverged run its message and the kimg where it
     stopped, without a digit FID); each run's stats.jsonl copied to raw/stats/. Records of
     runs already measured (the same run folder and snapshot) are reused from raw/results.jsonl, and the records of
-    other runs there are kept (returned too), so a sweep grows by commands. `command` (the
+    other runs there are kept (returned too), so a sweep grows by commands; a result with a "record" (its run
+    folder gone) is that record. `command` (the
     ablate command line, its jobs and threads) is kept in each new record for the report's header."""
     (raw / "stats").mkdir(parents=True, exist_ok=True)
     known = {(r["variant"], r["seed"]): r for r in rescore(raw)}  # every earlier record on today's measure
     records = []
     for r in results:
         variant, seed, run = r["variant"], r["seed"], r["run"]
+        if "record" in r:  # recorded earlier, its run folder gone: kept as it is, with its stats in raw/stats
+            records.append(r["record"])
+            continue
         stats = raw / "stats" / f"{variant.name}-seed{seed}.jsonl"
         if (run / "stats.jsonl").exists():
             shutil.copyfile(run / "stats.jsonl", stats)
@@ -183,16 +198,40 @@ def _sample_sheet(records: list[dict[str, Any]], out: Path) -> None:
 
 
 # --- the report ---
-def _spread(values: list[float]) -> str:
+def _spread(values: list[float], digits: int = 1) -> str:
     mean = statistics.fmean(values)
-    return f"{mean:.1f}" + (f" +- {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+    return f"{mean:.{digits}f}" + (f" +- {statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
+
+
+def stacked(records: list[dict[str, Any]]) -> bool:
+    """Whether the records are StackedMNIST runs (scored by modes and KL)."""
+    return any("modes" in r for r in records)
+
+
+def _changes(variant: Variant) -> str:
+    return (", ".join(f"{k}={v}" for k, v in variant.overrides.items())
+            or ("(none: the reference)" if variant.claim == "reference" else "(none)"))
+
+
+def _stacked_row(name: str, variant: Variant, runs: list[dict[str, Any]], verdict: str) -> str:
+    """The line of one variant in a StackedMNIST table: modes and KL (each seed listed), the channels' digit FID."""
+    held = [r for r in runs if not r.get("diverged")]
+    fewest = [r["min_modes_later"] for r in runs if r.get("min_modes_later") is not None]
+    per_seed = ", ".join(f"diverged at {r['kimg']:g} kimg" if r.get("diverged") else f"{r['modes']} / {r['kl']:.3f}"
+                         for r in runs)
+    measures = ([_spread([r["modes"] for r in held]), _spread([r["kl"] for r in held], 3),
+                 _spread([r["digit_fid"] for r in held]), _spread([r["confidence"] for r in held], 3)]
+                if held else ["-"] * 4)
+    return (f"| {name} | {_changes(variant)} | {_spread([r['kimg'] for r in runs])} | "
+            f"{_spread([r['minutes'] for r in runs])} | {' | '.join(measures[:2])} | {per_seed} | "
+            f"{' | '.join(measures[2:])} | {min(fewest) if fewest else '-'} | {_spread([r['sigma'] for r in runs])} | "
+            f"{variant.claim}: {variant.why} | {verdict} |")
 
 
 def _row(name: str, variant: Variant, runs: list[dict[str, Any]], verdict: str) -> str:
     """The table's line of one variant."""
     fids = [r["digit_fid"] for r in runs if not r.get("diverged")]
-    changes = (", ".join(f"{k}={v}" for k, v in variant.overrides.items())
-               or ("(none: the reference)" if variant.claim == "reference" else "(none)"))
+    changes = _changes(variant)
     fewest = [r["min_classes_later"] for r in runs if r["min_classes_later"] is not None]
     per_seed = ", ".join(f"diverged at {r['kimg']:g} kimg" if r.get("diverged") else f"{r['digit_fid']:.1f}"
                          for r in runs)
@@ -215,8 +254,26 @@ def _table(records: list[dict[str, Any]], variants: list[Variant]) -> tuple[list
         variant = known.get(name, Variant(name, runs[0]["overrides"], "compare"))
         verdict = _verdict(variant, runs, reference)
         verdicts.append((variant, verdict))
-        lines.append(_row(name, variant, runs, verdict))
+        lines.append((_stacked_row if stacked(runs) else _row)(name, variant, runs, verdict))
     return lines, verdicts
+
+
+def _stacked_opening(header: str, samples: int, folder: str) -> list[str]:
+    return [
+        header,
+        "",
+        f"Modes and KL: the last EMA generator on {samples:,} fixed seeds, each channel classified by the shipped "
+        "digit classifier (argmax), a mode covered when at least one sample has it; KL is KL(generated || uniform) "
+        "over the 1,000 modes (docs/metrics.md, 'Modes'). Channel digit FID: every channel of those samples as a "
+        "digit against the 5,000 bundled digits; confidence: the classifier's mean top probability per channel. "
+        f"'fewest later': the fewest modes at any tick after {COLLAPSE_AFTER_KIMG:g} kimg (5,000 samples per tick). "
+        f"Raw records: `{folder}/results.jsonl` (one line per run) and `{folder}/stats/` (every run's per-tick "
+        "stats.jsonl).",
+        "",
+        "| variant | what changes | kimg | minutes | modes of 1,000 (mean +- sd) | KL (mean +- sd) | per seed (modes / "
+        "KL) | channel digit FID | confidence | fewest later | D's largest singular value | claim | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
 
 
 def _opening(header: str, samples: int, folder: str) -> list[str]:
@@ -235,10 +292,13 @@ def _opening(header: str, samples: int, folder: str) -> list[str]:
     ]
 
 
-def _figures(folder: str) -> list[str]:
+def _figures(folder: str, modes: bool) -> list[str]:
+    measure = ([f"![modes against kimg]({folder}/modes.png)", f"![KL against kimg]({folder}/kl.png)",
+                f"![channel digit FID against kimg]({folder}/fid.png)"] if modes
+               else [f"![digit FID against kimg]({folder}/fid.png)"])
     return [
         "",
-        f"![digit FID against kimg]({folder}/fid.png)",
+        *measure,
         "",
         "D's instability signal: the largest singular value of any of its layers (after SN/ISN; without them it is "
         "free to grow), and the norm of its gradient, per tick:",
@@ -260,20 +320,25 @@ def _closing(verdicts: list[tuple[Variant, str]]) -> list[str]:
     lines = [f"- **{variant.name}** ({variant.why or 'no claim'}): {verdict}." for variant, verdict in verdicts[1:]]
     return lines + ["", "A verdict needs the two means to differ by more than the larger spread over seeds (or, with "
                     "one seed, by more than 10%); otherwise it is 'inconclusive'. A variant with more seeds stopped by "
-                    "a NaN or inf ('diverged', its FID over the seeds that held) than the reference is less stable, "
-                    "whatever its FID. Every variant sees the same number of images; the wall-clock differs with each "
-                    "variant's cost per image."]
+                    "a NaN or inf ('diverged', its measure over the seeds that held) than the reference is less "
+                    "stable, whatever its measure. Every variant sees the same number of images; the wall-clock "
+                    "differs with each variant's cost per image."]
 
 
 def write_report(records: list[dict[str, Any]], variants: list[Variant], header: str, report: Path) -> str:
     """The report (and its figures in a folder of the report's name beside it) from the raw records alone; a part
     written by hand below HAND_WRITTEN in the report already there is kept."""
     raw = report.parent / report.stem
-    _plot(records, raw, "digit_fid", "digit FID (1,000 samples, EMA G)", raw / "fid.png")
+    modes = stacked(records)
+    if modes:
+        _plot(records, raw, "modes", "modes of 1,000 (5,000 samples, EMA G)", raw / "modes.png", log=False)
+        _plot(records, raw, "modes_kl", "KL(generated || uniform) (5,000 samples)", raw / "kl.png")
+    _plot(records, raw, "digit_fid", f"{'channel ' if modes else ''}digit FID (EMA G)", raw / "fid.png")
     _plot(records, raw, "d_sigma_max", "D: largest singular value of any layer", raw / "d_sigma.png")
     _plot(records, raw, "grad_d", "D: gradient norm (mean per tick)", raw / "d_grad.png")
     rows, verdicts = _table(records, variants)
-    lines = _opening(header, records[0]["samples"], raw.name) + rows + _figures(raw.name) + _closing(verdicts)
+    opening = _stacked_opening if modes else _opening
+    lines = opening(header, records[0]["samples"], raw.name) + rows + _figures(raw.name, modes) + _closing(verdicts)
     text = "\n".join(lines) + "\n"
     if report.exists() and HAND_WRITTEN in report.read_text():  # a reading written by hand is kept
         text += "\n" + HAND_WRITTEN + report.read_text().split(HAND_WRITTEN, 1)[1]
@@ -284,24 +349,26 @@ def write_report(records: list[dict[str, Any]], variants: list[Variant], header:
 # --- verdicts ---
 def _verdict(variant: Variant, runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> str:
     """The variant against the reference: more diverged seeds first (less stable), else the mean final digit FIDs
-    over the seeds that held, told apart only beyond the larger spread over seeds (10% of the reference's with one
-    seed)."""
+    (StackedMNIST: KLs) over the seeds that held, told apart only beyond the larger spread over seeds (10% of the
+    reference's with one seed)."""
     if variant.claim == "reference" or not reference:
         return "reference"
     diverged, ref_diverged = (sum(bool(r.get("diverged")) for r in x) for x in (runs, reference))
     if diverged / len(runs) > ref_diverged / len(reference):
         return _judged(variant, f"{diverged} of {len(runs)} seeds diverged, the reference's {ref_diverged} of "
                                 f"{len(reference)}", worse=True)
-    fids = [r["digit_fid"] for r in runs if not r.get("diverged")]
-    ref_fids = [r["digit_fid"] for r in reference if not r.get("diverged")]
+    key, label, digits = ("kl", "KL", 3) if stacked(runs) else ("digit_fid", "FID", 1)
+    fids = [r[key] for r in runs if not r.get("diverged")]
+    ref_fids = [r[key] for r in reference if not r.get("diverged")]
     if not fids or not ref_fids:
         return f"inconclusive ({diverged} of {len(runs)} seeds diverged, the reference's {ref_diverged})"
     mine, ref = statistics.fmean(fids), statistics.fmean(ref_fids)
     noise = max([statistics.stdev(x) for x in (fids, ref_fids) if len(x) > 1], default=0.1 * ref)
     if abs(mine - ref) <= noise:
-        return f"inconclusive (FID {mine:.1f} vs {ref:.1f}, within the spread)"
+        return f"inconclusive ({label} {mine:.{digits}f} vs {ref:.{digits}f}, within the spread)"
     worse = mine > ref
-    return _judged(variant, f"FID {mine:.1f} vs the reference's {ref:.1f} ({'worse' if worse else 'better'})", worse)
+    return _judged(variant, f"{label} {mine:.{digits}f} vs the reference's {ref:.{digits}f} "
+                            f"({'worse' if worse else 'better'})", worse)
 
 
 def _judged(variant: Variant, direction: str, worse: bool) -> str:

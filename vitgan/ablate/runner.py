@@ -1,6 +1,7 @@
 """Running `vitgan ablate`'s sweep: one `vitgan train` process per (variant, seed), `--jobs` at a time with
 `--threads` CPU threads each, under `<outdir>/runs/<variant>-seed<N>/`. A run finished earlier (it has a network
-snapshot) is reused, and so is a run stopped earlier by a NaN or inf (its message kept in the DIVERGED file)."""
+snapshot) is reused, and so is a run stopped earlier by a NaN or inf (its message kept in the DIVERGED file); a run
+whose folder is gone (another machine, a clean clone) but whose record the report keeps is taken as recorded."""
 
 from __future__ import annotations
 
@@ -67,11 +68,24 @@ def _finished(proc: subprocess.Popen, variant: Variant, seed: int, outdir: Path)
     return {"variant": variant, "seed": seed, "run": _run_folder(outdir)}
 
 
-def run_all(variants: list[Variant], seeds: list[int], args: Any, root: Path) -> list[dict[str, Any]]:
+def _recorded(variant: Variant, seed: int, args: Any, records: dict[tuple[str, int], dict[str, Any]]
+              ) -> dict[str, Any] | None:
+    """The record of this (variant, seed) from an earlier sweep of the same overrides and length, if any: a run that
+    diverged, or one that trained at least `args.kimg` (or stopped at its --minutes cap)."""
+    record = records.get((variant.name, seed))
+    if record is None or record.get("overrides") != variant.overrides:
+        return None
+    done = record.get("diverged") or record.get("kimg", 0) >= args.kimg - 1e-9 or args.minutes
+    return record if done else None
+
+
+def run_all(variants: list[Variant], seeds: list[int], args: Any, root: Path,
+            records: dict[tuple[str, int], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Train every (variant, seed) not already finished under root/runs/, `args.jobs` at a time. A run stopped by a
     NaN or inf (`vitgan train`'s exit status EXIT_DIVERGED) is a result with its "diverged" message, kept in its
     folder's DIVERGED file so that a later sweep reuses it; a run that failed otherwise is left out, said on the
-    console."""
+    console. A (variant, seed) without a run folder whose record is in `records` (the report's, by variant name and
+    seed) is not trained again: its result carries that "record"."""
     queue = [(v, s) for v in variants for s in seeds]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     running: list[tuple[subprocess.Popen, Variant, int, Path]] = []
@@ -82,6 +96,11 @@ def run_all(variants: list[Variant], seeds: list[int], args: Any, root: Path) ->
             variant, seed = queue.pop(0)
             outdir = root / "runs" / f"{variant.name}-seed{seed}"
             earlier = _earlier(variant, seed, outdir)
+            record = None if outdir.exists() else _recorded(variant, seed, args, records or {})
+            if earlier is None and record is not None:
+                print(f"ablate: {variant.name} seed {seed} is recorded and its run folder is gone: kept as recorded",
+                      flush=True)
+                earlier = {"variant": variant, "seed": seed, "run": None, "record": record}
             if earlier is not None:
                 done.append(earlier)
                 continue
