@@ -347,3 +347,17 @@ def test_the_trainer_asks_for_the_penalties_when_only_r2_is_on_and_rpgan_g_reuse
     assert len(d_reals) == len(g_reals) == 2  # two rounds of 2 images each
     assert all(g is d for g, d in zip(g_reals, d_reals, strict=True))  # round i of G with round i of D's reals
     assert trainer.cur_nimg == 4  # G's step draws no images: kimg counts the reals D sees
+
+
+def test_rpgan_refuses_packs_that_cannot_pair_at_config_time():
+    """rpgan pairs pack i of the reals with pack i of the fakes: a batch of whole minibatch-std groups of packs is
+    what makes every round's counts equal, and anything else is refused when the Config is made."""
+    from vitgan.config import ConfigError
+
+    presets.get("mnist", gan_loss="rpgan", d_pack=2, batch=16)  # 2 groups of 4 packs of 2
+    with pytest.raises(ConfigError, match=r"^batch: must be a multiple of 8 \(d_mbstd_group 4 x d_pack 2\)"):
+        presets.get("mnist", gan_loss="rpgan", d_pack=2, batch=12)
+    with pytest.raises(ConfigError, match="^gan_loss: 'wgan' is not one of ns, rpgan"):
+        presets.get("mnist", gan_loss="wgan")
+    with pytest.raises(ConfigError, match="^r2_gamma: must be zero or positive"):
+        presets.get("mnist", r2_gamma=-1.0)
