@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_training import TINY, _train
 from torch import nn
 
@@ -160,3 +161,71 @@ def test_eval_gen_of_the_real_images_in_a_zip_scores_perfectly(digits, inception
     assert code == 2 and err.startswith("vitgan: error: --data: --gen needs --data")
     code, _, err = _eval(capsys, "--metrics", "fid12", "--data", str(digits))
     assert code == 2 and err.startswith("vitgan: error: --ckpt: give either --ckpt")
+
+
+# --- StackedMNIST's modes ---
+
+@pytest.fixture(scope="module")
+def stacked_snapshot(tmp_path_factory):
+    """A network snapshot of a small random 3x32x32 generator (the stacked-mnist preset, narrowed)."""
+    cfg = presets.get("stacked-mnist", **SMALL)
+    path = tmp_path_factory.mktemp("stacked-run") / "network-snapshot-000001000.safetensors"
+    torch.manual_seed(0)
+    save_snapshot(path, cfg, {"G_ema": Generator(cfg)}, {"cur_nimg": 1000, "tick": 1})
+    return path
+
+
+MODE_KEYS = {"modes200", "modes200_kl", "modes200_confidence", "modes200_real", "modes200_real_kl",
+             "modes200_real_confidence"}
+
+
+def test_eval_modes_of_a_snapshot_with_the_ceiling_of_the_real_data(stacked_snapshot, capsys):
+    code, out, err = _eval(capsys, "--ckpt", str(stacked_snapshot), "--data", "stacked-mnist", "--metrics", "modes200",
+                           "--batch", "50")
+    assert code == 0, err
+    record = json.loads(out)
+    results = record["results"]
+    assert set(results) == MODE_KEYS and record["reals"] == {"modes200": 0}
+    assert isinstance(results["modes200"], int) and 1 <= results["modes200"] <= 200 and results["modes200_kl"] >= 0
+    # the ceiling: the first 200 reals of the seed-0 permutation, whose labels give ~their modes (the classifier
+    # misses a few digits)
+    from vitgan.data import load_stacked_mnist
+    from vitgan.metrics.evaluate import real_subset
+
+    labels = load_stacked_mnist().labels[real_subset(60_000, 200)].tolist()
+    assert abs(results["modes200_real"] - len(set(labels))) <= 10
+    assert results["modes200_real_kl"] < results["modes200_kl"]  # a random G covers fewer modes than the data
+    shown = [line for line in err.splitlines() if "of the real data" in line]
+    assert shown == [f"modes200 of the real data (the ceiling): {results['modes200_real']} modes, KL "
+                     f"{results['modes200_real_kl']:.4f}, confidence {results['modes200_real_confidence']:.3f}"]
+    assert json.loads((stacked_snapshot.parent / "metrics.jsonl").read_text().splitlines()[-1]) == record
+
+
+def test_eval_modes_of_a_folder_of_the_real_stacks_is_the_ceiling(tmp_path, capsys):
+    """--gen of RGB PNGs of StackedMNIST's own images (those the ceiling scores): the same measures as the ceiling,
+    and the modes their labels say."""
+    from vitgan.data import load_stacked_mnist
+    from vitgan.metrics.evaluate import real_subset
+
+    data = load_stacked_mnist()
+    index = torch.from_numpy(real_subset(len(data), 200))
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    for i, image in enumerate(data.images[index].permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(image).save(gen / f"seed{i:04d}.png")
+    code, out, err = _eval(capsys, "--gen", str(gen), "--data", "stacked-mnist", "--metrics", "modes200")
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    assert set(results) == MODE_KEYS
+    for key in ("modes200", "modes200_kl", "modes200_confidence"):
+        assert results[key] == results[key.replace("200", "200_real")]
+    expected = np.bincount(data.labels[index].numpy(), minlength=1000)
+    assert abs(results["modes200"] - (expected > 0).sum()) <= 10
+
+
+def test_eval_modes_refuses_grayscale_images_in_one_line(snapshot, digits, capsys):
+    expected = "vitgan: error: --metrics: modes needs 3-channel 32x32 (or 28x28) images, got 1x32x32"
+    code, _, err = _eval(capsys, "--ckpt", str(snapshot), "--data", "mnist", "--metrics", "modes10")
+    assert code == 2 and err.strip().splitlines()[-1] == expected  # after the progress bar's line
+    code, _, err = _eval(capsys, "--gen", str(digits), "--data", str(digits), "--metrics", "modes10")
+    assert code == 2 and err.strip().splitlines()[-1] == expected

@@ -1,4 +1,8 @@
-"""FID, KID, IS and precision/recall against their formulas; reference-feature caching; the digit classifier."""
+"""FID, KID, IS, precision/recall and StackedMNIST's modes against their formulas; reference-feature caching; the
+digit classifier."""
+
+import math
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from vitgan.metrics.frechet import feature_statistics, frechet_distance
 from vitgan.metrics.inception import load_inception
 from vitgan.metrics.inception_score import inception_score
 from vitgan.metrics.kid import kernel_inception_distance
+from vitgan.metrics.modes import ModeCounter, mode_histogram, mode_measures, score_modes, stacked_measures
 from vitgan.metrics.precision_recall import precision_recall
 
 
@@ -173,7 +178,7 @@ def test_precision_recall_against_brute_force_and_limits():
 
 def test_metric_names_follow_stylegan2_ada():
     m = {x.name: x for x in parse_metrics("fid50k_full,kid50k_full,pr50k3_full,is50k,fid50k,kid10k,pr20,dfid5k,"
-                                          "fid2000,pr5k10")}
+                                          "fid2000,pr5k10,modes26k,modes1000")}
     assert m["fid50k_full"] == Metric("fid50k_full", "fid", 50000, full=True)
     assert m["pr50k3_full"] == Metric("pr50k3_full", "pr", 50000, full=True, nhood=3)
     assert m["pr5k10"].nhood == 10 and m["pr20"] == Metric("pr20", "pr", 20)
@@ -186,8 +191,13 @@ def test_metric_names_follow_stylegan2_ada():
     assert m["is50k"].result_names() == ["is50k_mean", "is50k_std"]
     assert m["pr50k3_full"].result_names() == ["pr50k3_full_precision", "pr50k3_full_recall"]
     assert m["fid50k_full"].result_names() == ["fid50k_full"]
+    assert m["modes26k"] == Metric("modes26k", "modes", 26000) and m["modes1000"].num_gen == 1000
+    assert m["modes26k"].num_real(60_000) == 0  # like is: no real images
+    assert m["modes26k"].result_names() == ["modes26k", "modes26k_kl", "modes26k_confidence"]
+    with pytest.raises(ConfigError, match="^metrics: modes26k_full: modes uses no real images, .*use modes26k"):
+        parse_metrics("modes26k_full")
     for bad in ("fid", "fid0k", "ssim10k", "", "fid1k,fid1k", "is9", "pr3", "is50k_full", "fid50k3", "fid50k_ful",
-                "pr2k3_full_x"):
+                "pr2k3_full_x", "modes26k_full", "modes5k3", "modes0"):
         with pytest.raises(ConfigError, match="^metrics: "):
             parse_metrics(bad)
 
@@ -246,3 +256,100 @@ def test_reference_features_are_cached_and_invalidated_when_the_data_changes(inc
         reference_features(counting, data, cache=tmp_path, log=lines.append)
         counting.protocol = extract.protocol
     assert len(calls) >= 4
+
+
+# --- StackedMNIST's modes ---
+
+def _one_hot(triples: list[tuple[int, int, int]], top: float = 1.0) -> np.ndarray:
+    """Class probabilities (N, 3, 10) whose argmax per channel is the given digit, with probability `top` there and
+    the rest spread evenly over the other nine digits."""
+    probs = np.full((len(triples), 3, 10), (1 - top) / 9)
+    for i, triple in enumerate(triples):
+        for channel, digit in enumerate(triple):
+            probs[i, channel, digit] = top
+    return probs
+
+
+def test_modes_and_kl_of_a_histogram_made_by_hand():
+    # 4 samples: mode 123 twice, 456 once, 7 (R 0, G 0, B 7) once; the argmax counts, however unsure (top 0.3)
+    probs = _one_hot([(1, 2, 3), (4, 5, 6), (1, 2, 3), (0, 0, 7)], top=0.3)
+    counts = mode_histogram(probs)
+    assert counts.shape == (1000,) and (counts[123], counts[456], counts[7], counts.sum()) == (2, 1, 1, 4)
+    kl = 0.5 * math.log(0.5 / 0.001) + 2 * 0.25 * math.log(0.25 / 0.001)  # sum of p ln(p / (1/1000)), p > 0
+    measures = mode_measures(probs)
+    assert measures["modes"] == 3 and measures["kl"] == pytest.approx(kl, rel=1e-12)
+    assert measures["confidence"] == pytest.approx(0.3)
+    one = score_modes(np.bincount([42] * 5, minlength=1000))  # every sample in one mode: KL = ln 1000
+    assert one == {"modes": 1, "kl": pytest.approx(math.log(1000), rel=1e-12)}
+
+
+def test_a_perfectly_uniform_sample_has_every_mode_and_kl_zero():
+    triples = [(i // 100, i // 10 % 10, i % 10) for i in range(1000)]  # each of the 1,000 modes once
+    counts = mode_histogram(_one_hot(triples))
+    assert counts.tolist() == [1] * 1000
+    assert score_modes(counts) == {"modes": 1000, "kl": pytest.approx(0, abs=1e-12)}
+    assert score_modes(counts * 7) == {"modes": 1000, "kl": pytest.approx(0, abs=1e-12)}
+
+
+def test_the_kl_of_a_perfect_sampler_is_about_999_over_2n():
+    """A multinomial sample of N from the uniform 1,000 modes: E[KL] = (1000 - 1) / (2N) to first order (chi-square
+    over 2N); 0.019 at N = 26,000."""
+    rng = np.random.default_rng(0)
+    n = 26_000
+    kls = [score_modes(rng.multinomial(n, np.full(1000, 1e-3)))["kl"] for _ in range(100)]
+    assert np.mean(kls) == pytest.approx(999 / (2 * n), rel=0.03)
+
+
+@pytest.fixture(scope="module")
+def right_digits():
+    """The bundled digits the shipped classifier gets right (about 99% of them), with their labels."""
+    data = load_mnist5k()
+    with torch.no_grad():
+        right = load_classifier()(data.batch(torch.arange(5000))).argmax(1) == data.labels
+    return data.images[right], data.labels[right]
+
+
+def test_stacks_of_real_digits_have_the_modes_their_labels_say(right_digits):
+    digits, labels = right_digits
+    rng = np.random.default_rng(1)
+    picks = torch.from_numpy(rng.integers(0, len(digits), size=(600, 3)))
+    stacks = digits[picks][:, :, 0]  # (600, 3, 32, 32): R, G, B three digits
+    expected = (labels[picks] * torch.tensor([100, 10, 1])).sum(1).numpy()
+    counter = ModeCounter()
+    probs = counter.probabilities(stacks)
+    assert np.array_equal(mode_histogram(probs), np.bincount(expected, minlength=1000))
+    measures = counter(stacks)
+    assert measures["modes"] == len(set(expected.tolist())) and measures["confidence"] > 0.5
+    # the same digits as floats in [-1, 1], and cropped to 28x28 (padded back by 2 as the data is): the same modes
+    np.testing.assert_allclose(counter.probabilities(stacks.float() / 127.5 - 1), probs, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(counter.probabilities(stacks[..., 2:30, 2:30]), probs, rtol=1e-6, atol=1e-9)
+
+
+def test_the_modes_of_random_stacks_agree_with_their_labels():
+    """StackedMNIST's own images (every digit, the misclassified ones too): the classifier names >= 97% of the
+    stacks' modes right."""
+    from vitgan.data import load_stacked_mnist
+
+    data = load_stacked_mnist()
+    probs = ModeCounter().probabilities(data.images[:1000])
+    modes = probs.argmax(axis=2) @ np.array([100, 10, 1])
+    assert (modes == data.labels[:1000].numpy()).mean() >= 0.97
+
+
+def test_modes_refuse_images_that_are_not_rgb_digits():
+    counter = ModeCounter()
+    for shape, said in (((2, 1, 32, 32), "1x32x32"), ((2, 3, 64, 64), "3x64x64"), ((2, 4, 28, 28), "4x28x28")):
+        message = f"metrics: modes needs 3-channel 32x32 (or 28x28) images, got {said}"
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+            counter(torch.zeros(shape, dtype=torch.uint8))
+
+
+def test_stacked_measures_score_modes_and_every_channel_as_a_digit(right_digits):
+    digits, labels = right_digits
+    stacks = digits[torch.arange(300 * 3).reshape(300, 3)][:, :, 0]
+    fid = DigitFID.of(load_mnist5k())
+    measures = stacked_measures(fid, stacks)
+    channels = fid(stacks.reshape(-1, 1, 32, 32))  # the 900 channels as digits
+    assert {k: measures[k] for k in channels} == pytest.approx(channels)
+    assert {k: measures[k] for k in ("modes", "kl", "confidence")} == pytest.approx(ModeCounter(fid.net)(stacks))
+    assert measures["classes"] == 10

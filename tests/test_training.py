@@ -223,6 +223,27 @@ def test_default_data_reports_digit_fid_per_tick(tmp_path):
     assert "digit_fid" in (run / "log.txt").read_text()
 
 
+def test_stacked_mnist_reports_modes_and_the_channels_digit_fid_per_tick(tmp_path, monkeypatch, capsys):
+    from vitgan.training import loop
+
+    monkeypatch.setattr(loop, "MODE_SEEDS", range(2_000_000, 2_000_100))  # 100 samples, not 5,000: a quick tick
+    # --preset stacked-mnist trains on stacked-mnist unless --data says otherwise
+    assert main(["train", "--preset", "stacked-mnist", "--outdir", str(tmp_path), *TINY, "--kimg", "0.008",
+                 "--tick", "1"]) == 0
+    (run,) = tmp_path.iterdir()
+    assert run.name == "00000-stacked-mnist-stacked_mnist"
+    row = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
+    assert 1 <= row["modes"] <= 100 and row["modes_kl"] >= 0 and 0 < row["confidence"] <= 1
+    assert row["digit_fid"] > 0 and 0 <= row["classes"] <= 10  # every channel of the samples as a digit
+    status = [line for line in (run / "log.txt").read_text().splitlines() if line.startswith("tick")][-1]
+    assert f"classes {row['classes']}  modes {row['modes']}  modes_kl {row['modes_kl']:.3f}" in status
+    capsys.readouterr()
+    # the mnist preset's 1-channel networks on 3-channel stacks: the data's one-line error
+    assert main(["train", "--data", "stacked-mnist", "--outdir", str(tmp_path), *TINY, "--kimg", "0.008"]) == 2
+    assert capsys.readouterr().err == ("vitgan: error: stacked-mnist: images are 3x32x32 (CxHxW) but the config "
+                                       "expects 1x32x32\n")
+
+
 def test_train_on_a_prepared_zip_with_mirror(tmp_path, digits):
     from vitgan.data.prepare import prepare
 

@@ -16,7 +16,7 @@ from typing import Any
 from vitgan import distributed, launch, presets
 from vitgan._version import __version__
 from vitgan.config import Config, ConfigError, non_none, parse_field
-from vitgan.data import DataError
+from vitgan.data import BUILTIN, DataError
 from vitgan.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_LOST_RANK, first_line, one_line
 from vitgan.metrics.inception import WEIGHTS_NAME, InceptionError
 from vitgan.sampling import SHEETS
@@ -105,7 +105,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
         # buffers, not parameters, so D is counted without it (its power iterations are slow on meta tensors).
         with torch.device("meta"):
             g, d = count_parameters(Generator(cfg)), count_parameters(build_discriminator(cfg.replace(d_norm="none")))
-        print(f"{name:10s} {cfg.resolution}x{cfg.resolution}x{cfg.channels}  G {g:,} params  D {d:,} params")
+        print(f"{name:13s} {cfg.resolution}x{cfg.resolution}x{cfg.channels}  G {g:,} params  D {d:,} params")
         if args.verbose:
             print(json.dumps(cfg.to_dict(), indent=2))
 
@@ -124,6 +124,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if found is not None:
             resume, state = str(found[0]), found[1]
     preset = args.preset or (state or {}).get("preset") or "mnist"
+    if preset in BUILTIN:  # a preset named after a built-in data set trains on it unless told otherwise
+        run.setdefault("data", preset)
     opts = RunOptions(preset=preset, resume=resume, **run)
     opts.check()
     cfg = resume_config(state, overrides) if state is not None else presets.get(preset, **overrides)
@@ -226,6 +228,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
                           max_real=args.max_real, cache=args.cache, progress=True,
                           log=lambda line: print(line, file=sys.stderr))
     results = evaluator.score_images(gen) if gen is not None else evaluator(load(args.ckpt, device=device))
+    ceiling = evaluator.real_modes()  # modes metrics on stacks of digits: the same measures of the real images
+    for m in metrics:
+        if f"{m.name}_real" in ceiling:
+            print(f"{m.name} of the real data (the ceiling): {ceiling[f'{m.name}_real']} modes, KL "
+                  f"{ceiling[f'{m.name}_real_kl']:.4f}, confidence {ceiling[f'{m.name}_real_confidence']:.3f}",
+                  file=sys.stderr)
+    results.update(ceiling)
     record = {"results": results, **source, "data": data_spec,
               "num_real": len(data) if args.max_real is None else min(len(data), args.max_real),
               "reals": evaluator.num_real, "seconds": round(time.time() - start, 1)}
@@ -284,10 +293,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="convert a dataset (folder, zip, CIFAR, CelebA, LSUN LMDB) to a zip of PNGs",
+    p = sub.add_parser("prepare", help="convert a dataset (folder, zip, CIFAR, CelebA, LSUN LMDB, a built-in one) to a "
+                       "zip of PNGs",
                        formatter_class=HelpFormatter)
     p.add_argument("src", help="a folder or zip of images, CIFAR-10/100 batches (folder or .tar.gz), CelebA's "
-                   "img_align_celeba (folder or zip), or an LSUN LMDB export folder")
+                   "img_align_celeba (folder or zip), an LSUN LMDB export folder, or a built-in data set: 'mnist', "
+                   "'stacked-mnist'")
     p.add_argument("dest", help="the zip to write (written to a temporary file, renamed when complete)")
     p.add_argument("--resolution", type=int, help="resize to RxR (LANCZOS); default: keep the size, which all "
                    "images must then share")
@@ -393,18 +404,19 @@ def add_ablate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception) or digit FID of a snapshot, "
-                       "an exported generator, or a folder/zip of generated images",
+    p = sub.add_parser("eval", help="compute FID, KID, IS, precision/recall (Inception), digit FID or StackedMNIST's "
+                       "modes of a snapshot, an exported generator, or a folder/zip of generated images",
                        formatter_class=HelpFormatter)
     p.add_argument("--ckpt", help="a network-snapshot-*.safetensors file, a run folder (its newest snapshot) or an "
                    "exported folder (its EMA generator)")
     p.add_argument("--gen", help="instead of --ckpt: generated images, in any form --data takes (a folder, a zip, "
                    "...); the first N are scored, leaving out the sheets `vitgan generate` writes beside its samples "
                    f"({', '.join(SHEETS)})")
-    p.add_argument("--data", help="the real images: 'mnist', or a dataset path (default with --ckpt: the data it "
-                   "was trained on)")
+    p.add_argument("--data", help="the real images: 'mnist', 'stacked-mnist', or a dataset path (default with --ckpt: "
+                   "the data it was trained on)")
     p.add_argument("--metrics", default="fid50k_full", help="comma-separated StyleGAN2-ADA names: fid50k_full, "
-                   "kid50k_full, pr50k3_full, is50k, fid50k (50k reals), other counts (fid10k_full, is2000), dfid5k")
+                   "kid50k_full, pr50k3_full, is50k, fid50k (50k reals), other counts (fid10k_full, is2000), dfid5k; "
+                   "modes26k: StackedMNIST's modes and KL (with 3x32x32 data, also of as many reals: the ceiling)")
     p.add_argument("--resolution", type=int, help="with --gen: the side both image sets are resized to (default: "
                    "the first generated image's)")
     p.add_argument("--channels", type=int, choices=[1, 3], help="with --gen: 1 or 3 (default: 1 if the first "

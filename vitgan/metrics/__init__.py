@@ -1,1 +1,1 @@
-"""Metrics: the Frechet distance, and an offline digit FID for the bundled MNIST digits."""
+"""Metrics: the Frechet distance, an offline digit FID for the bundled MNIST digits, and StackedMNIST's modes."""

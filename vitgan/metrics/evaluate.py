@@ -2,8 +2,9 @@
 features.
 
 Metric names follow StyleGAN2-ADA (`metric_main.py`): `<kind><count>[k][<neighbourhood>][_full]`, e.g. fid50k_full,
-kid50k_full, pr50k3_full, is50k, fid50k, dfid5k. The count is the number of generated images (latent seeds
-0..count-1, psi 1, quantised to uint8 as a PNG would be). The real side of fid/kid/pr/dfid:
+kid50k_full, pr50k3_full, is50k, fid50k, dfid5k, modes26k. The count is the number of generated images (latent seeds
+0..count-1, psi 1, quantised to uint8 as a PNG would be). is and modes use no real images; `real_modes` gives the
+modes of as many reals, the ceiling of a generator of the data. The real side of fid/kid/pr/dfid:
 - with `_full`: the whole dataset (kid at most 1,000,000 images, pr at most 200,000, as StyleGAN2-ADA);
 - without: as many real images as generated ones (fid50k: 50,000 reals), all of them when the dataset is smaller.
 Where fewer reals than the dataset holds are used, they are a fixed random subset (the first ones of a seed-0
@@ -35,6 +36,7 @@ from vitgan.metrics import inception
 from vitgan.metrics.frechet import feature_statistics, frechet_distance
 from vitgan.metrics.inception_score import inception_score
 from vitgan.metrics.kid import kernel_inception_distance
+from vitgan.metrics.modes import ModeCounter, mode_measures
 from vitgan.metrics.precision_recall import precision_recall
 from vitgan.sampling import latents
 
@@ -44,36 +46,41 @@ KINDS = {
     "is": "Inception score, 10 splits (no real images)",
     "pr": "precision and recall with a k-NN neighbourhood (pr50k3: k = 3)",
     "dfid": "digit FID (the shipped digit classifier's features), 32x32 digits only",
+    "modes": "StackedMNIST's modes covered (of 1,000), their KL from uniform and the classifier's confidence, each "
+             "channel classified by the digit classifier; 3x32x32 (or 3x28x28) images, no real images",
 }
 INCEPTION_KINDS = {"fid", "kid", "is", "pr"}
-MIN_COUNT = {"fid": 2, "kid": 2, "is": 10, "pr": 4, "dfid": 2}  # covariance, a pair, 10 splits, k = 3 neighbours
+NO_REALS = {"is", "modes"}  # the kinds that use no real images (so no _full form)
+MIN_COUNT = {"fid": 2, "kid": 2, "is": 10, "pr": 4, "dfid": 2, "modes": 1}  # covariance, a pair, 10 splits, k = 3
 FULL_MAX_REAL = {"fid": None, "kid": 1_000_000, "pr": 200_000, "dfid": None}  # StyleGAN2-ADA's caps for `_full`
 REAL_SUBSET_SEED = 0
 CACHE_ENV = "VITGAN_CACHE"
 _CACHE_FORMAT = 2  # 2: the reals in the order of the seed-0 permutation; the bit-exact TF1 resize
-_NAME = re.compile(r"(fid|kid|is|pr|dfid)(\d+)(?:(k)(\d*))?(_full)?")
+_NAME = re.compile(r"(fid|kid|is|pr|dfid|modes)(\d+)(?:(k)(\d*))?(_full)?")
 
 
 @dataclass(frozen=True)
 class Metric:
     name: str  # as written: fid50k_full
-    kind: str  # fid | kid | is | pr | dfid
+    kind: str  # fid | kid | is | pr | dfid | modes
     num_gen: int  # generated images
     full: bool = False  # reals: the whole dataset (with the kind's cap), else as many as generated
     nhood: int = 3  # pr: the k of the k-NN balls
 
     def num_real(self, available: int) -> int:
         """How many real images this metric compares with when the dataset has `available`."""
-        if self.kind == "is":
+        if self.kind in NO_REALS:
             return 0
         cap = FULL_MAX_REAL[self.kind] if self.full else self.num_gen
         return available if cap is None else min(cap, available)
 
     def result_names(self) -> list[str]:
-        """The keys of its results, as StyleGAN2-ADA writes them (kid adds its spread over subsets)."""
+        """The keys of its results, as StyleGAN2-ADA writes them (kid adds its spread over subsets; modes the count,
+        then its KL and confidence)."""
         return {"fid": [self.name], "dfid": [self.name], "kid": [self.name, f"{self.name}_std"],
                 "is": [f"{self.name}_mean", f"{self.name}_std"],
-                "pr": [f"{self.name}_precision", f"{self.name}_recall"]}[self.kind]
+                "pr": [f"{self.name}_precision", f"{self.name}_recall"],
+                "modes": [self.name, f"{self.name}_kl", f"{self.name}_confidence"]}[self.kind]
 
 
 def parse_metrics(text: str) -> list[Metric]:
@@ -83,10 +90,11 @@ def parse_metrics(text: str) -> list[Metric]:
         m = _NAME.fullmatch(name)
         if m is None or (m.group(4) and m.group(1) != "pr"):
             raise ConfigError(f"metrics: {name!r} is not <kind><count>[k][_full] with kind one of {', '.join(KINDS)} "
-                              "(e.g. fid50k_full, kid50k_full, pr50k3_full, is50k, fid50k)")
+                              "(e.g. fid50k_full, kid50k_full, pr50k3_full, is50k, fid50k, modes26k)")
         kind, full = m.group(1), m.group(5) is not None
-        if kind == "is" and full:
-            raise ConfigError(f"metrics: {name}: IS uses no real images, so it has no _full form (use is{name[2:-5]})")
+        if kind in NO_REALS and full:
+            raise ConfigError(f"metrics: {name}: {'IS' if kind == 'is' else kind} uses no real images, so it has no "
+                              f"_full form (use {name.removesuffix('_full')})")
         metric = Metric(name, kind, int(m.group(2)) * (1000 if m.group(3) else 1), full, int(m.group(4) or 3))
         if metric.num_gen < max(MIN_COUNT[kind], metric.nhood + 1):
             raise ConfigError(f"metrics: {name} needs at least {max(MIN_COUNT[kind], metric.nhood + 1)} generated "
@@ -191,7 +199,8 @@ class Evaluator:
     (`evaluator.score_images(uint8 images)`); built once, called per snapshot or tick.
 
     Inception is loaded (and the reference features computed or read from the cache) only when an Inception metric
-    is asked for; `dfid` needs 1x32x32 data. `max_real` limits the dataset to its first images before any subset.
+    is asked for; `dfid` needs 1x32x32 data; `modes` needs 3x32x32 (or 3x28x28) generated images, checked as they
+    arrive. `max_real` limits the dataset to its first images before any subset.
     """
 
     def __init__(self, metrics: list[Metric], data: ImageData, *, inception_path: str | None = None,
@@ -200,7 +209,8 @@ class Evaluator:
                  log: Callable[[str], None] = print, world: World | None = None) -> None:
         self.metrics, self.batch, self.progress = metrics, batch, progress
         world = self.world = world or World()
-        available = min(len(data), max_real or len(data))
+        available = self.available = min(len(data), max_real or len(data))
+        self.data = data
         self.num_gen = max(m.num_gen for m in metrics)
         self.num_real = {m.name: m.num_real(available) for m in metrics}  # reals per metric
         kinds = {m.kind for m in metrics}
@@ -230,6 +240,7 @@ class Evaluator:
             for n in {self.num_real[m.name] for m in metrics if m.kind == "dfid"}:
                 reals = data.batch(torch.from_numpy(real_subset(available, n)))
                 self.digits[n] = DigitFID(reals, net)
+        self.modes: ModeCounter | None = ModeCounter() if "modes" in kinds else None
 
     def _fid(self, fake: np.ndarray, num_real: int) -> float:
         if num_real not in self._real_stats:
@@ -266,20 +277,38 @@ class Evaluator:
                 bar.update(len(part))
         return self._results(chunks)
 
+    def real_modes(self) -> dict[str, float]:
+        """The modes metrics' measures of as many real images as each generates (the first of `real_subset`; all of
+        them when the data holds fewer), the ceiling of a generator of the data: `<name>_real`, `<name>_real_kl`,
+        `<name>_real_confidence`; {} without a modes metric or when the data is not 3x32x32 (or 3x28x28)."""
+        if self.modes is None or tuple(self.data.images.shape[1:]) not in ((3, 32, 32), (3, 28, 28)):
+            return {}
+        results: dict[str, float] = {}
+        for m in self.metrics:
+            if m.kind == "modes":
+                index = torch.from_numpy(real_subset(self.available, m.num_gen))
+                scores = self.modes(self.data.images[:self.available][index])
+                results.update({f"{m.name}_real": scores["modes"], f"{m.name}_real_kl": scores["kl"],
+                                f"{m.name}_real_confidence": scores["confidence"]})
+        return results
+
     def _measure(self, images: torch.Tensor) -> tuple:
-        """(pool features, logits, digit images in [-1, 1]) of one chunk of uint8 images (None where unused)."""
+        """(pool features, logits, digit images in [-1, 1], the channels' class probabilities (`modes`)) of one
+        chunk of uint8 images (None where unused)."""
         # One memory layout whatever made the images: with one channel, a generator's output and a decoded dataset
         # can both be "contiguous" with different strides, and convolutions choose their algorithm (and round-off)
         # by the strides.
         images = torch.empty_like(images, memory_format=torch.contiguous_format).copy_(images)
         pool, logit = self.extract(images) if self.extract is not None else (None, None)
         digits = images.float() / 127.5 - 1 if self.digits else None
-        return pool, logit, digits
+        probs = self.modes.probabilities(images) if self.modes is not None else None
+        return pool, logit, digits, probs
 
     def _results(self, chunks: list[tuple]) -> dict[str, float]:
         fake = np.concatenate([c[0] for c in chunks]) if self.extract is not None else None
         fake_logits = np.concatenate([c[1] for c in chunks]) if self.extract is not None else None
         digits = torch.cat([c[2] for c in chunks]) if self.digits else None
+        mode_probs = np.concatenate([c[3] for c in chunks]) if self.modes is not None else None
         results: dict[str, float] = {}
         for m in self.metrics:
             n, r = m.num_gen, self.num_real[m.name]
@@ -292,6 +321,9 @@ class Evaluator:
                 values = inception_score(fake_logits[:n])
             elif m.kind == "pr":
                 values = precision_recall(self.real[:r], fake[:n], k=m.nhood)
+            elif m.kind == "modes":
+                scores = mode_measures(mode_probs[:n])
+                values = [scores["modes"], scores["kl"], scores["confidence"]]
             else:  # dfid
                 values = [self.digits[r](digits[:n])["digit_fid"]]
             results.update(zip(keys, values, strict=True))

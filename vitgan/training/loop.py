@@ -21,7 +21,7 @@ import torch
 
 from vitgan import distributed
 from vitgan.config import Config, ConfigError
-from vitgan.data import ImageData, load
+from vitgan.data import ImageData, load, load_mnist5k
 from vitgan.distributed import World
 from vitgan.networks import count_parameters
 from vitgan.nn.spectral import largest_singular_values
@@ -34,6 +34,7 @@ from vitgan.training.trainer import NonFiniteError, Trainer
 
 GRID_SEEDS = range(64)
 DIGIT_FID_SEEDS = range(1_000_000, 1_001_000)  # 1,000 fixed latents for the per-tick digit FID
+MODE_SEEDS = range(2_000_000, 2_005_000)  # 5,000 fixed latents for the per-tick modes of StackedMNIST
 
 # Fields that may differ when resuming: the schedule and the regularisation weights, not the networks.
 RESUMABLE_FIELDS = {"kimg", "batch", "g_lr", "d_lr", "d_steps_per_g", "grad_clip", "augment", "augment_p",
@@ -145,19 +146,25 @@ def log_start(log: Callable[[str], None], options: dict[str, Any], trainer: Trai
 
 class Probes:
     """What a tick measures of G_ema besides the steps' statistics, on every rank (each its share of the samples):
-    the grid's latents, the digit FID of the bundled digits (data 'mnist') and --metrics."""
+    the grid's latents, the digit FID of the bundled digits (data 'mnist'), the modes of StackedMNIST with the digit
+    FID of their channels (data 'stacked-mnist') and --metrics."""
 
     def __init__(self, cfg: Config, opts: RunOptions, data: ImageData, device: torch.device, world: World,
                  log: Callable[[str], None]) -> None:
         self.world, self.metric_every = world, opts.metric_every
         self.grid_z = latents(GRID_SEEDS, cfg.z_dim)
         self.digit_net = self.digit_fid = self.digit_z = None
-        if opts.data == "mnist":  # the embedded default gets a per-tick digit FID against all 5,000 digits
+        self.stacked = opts.data == "stacked-mnist"
+        # the bundled digits get a per-tick digit FID against all 5,000 of them; StackedMNIST that of every channel,
+        # and its modes
+        if opts.data == "mnist" or self.stacked:
             from vitgan.metrics.digits import DigitFID, load_classifier
 
             self.digit_net = load_classifier()  # every rank classifies its share; rank 0 scores them all
-            self.digit_fid = DigitFID.of(data, self.digit_net) if world.is_main else None
-            self.digit_z = latents(DIGIT_FID_SEEDS, cfg.z_dim)[world.rank::world.size]
+            reference = load_mnist5k() if self.stacked else data
+            self.digit_fid = DigitFID.of(reference, self.digit_net) if world.is_main else None
+            seeds = MODE_SEEDS if self.stacked else DIGIT_FID_SEEDS
+            self.digit_z = latents(seeds, cfg.z_dim)[world.rank::world.size]
         self.evaluator = None
         if opts.metrics:
             from vitgan.metrics.evaluate import Evaluator, parse_metrics
@@ -172,15 +179,25 @@ class Probes:
         return self.evaluator(trainer.G_ema)
 
     def digits(self, trainer: Trainer) -> dict[str, float]:
-        """The digit FID and class coverage of G_ema's samples (on rank 0; {} on the others, and without digits)."""
+        """The digit FID and class coverage of G_ema's samples (on rank 0; {} on the others, and without digits); on
+        StackedMNIST those of every channel as a digit, and the samples' `modes`, `modes_kl` and `confidence`
+        (`vitgan.metrics.modes`), each channel classified once for both."""
         if self.digit_net is None:
             return {}
         from vitgan.metrics.digits import classify
+        from vitgan.metrics.modes import channel_digits, stacked_scores
 
-        parts = distributed.gather(classify(self.digit_net, trainer.samples(self.digit_z)), self.world)
+        samples = trainer.samples(self.digit_z)
+        parts = distributed.gather(classify(self.digit_net, channel_digits(samples) if self.stacked else samples),
+                                   self.world)
         if self.digit_fid is None:
             return {}
-        return self.digit_fid.score(*(np.concatenate(part) for part in zip(*parts, strict=True)))
+        feats, probs = (np.concatenate(part) for part in zip(*parts, strict=True))
+        if not self.stacked:
+            return self.digit_fid.score(feats, probs)
+        scores = stacked_scores(self.digit_fid, feats, probs)
+        scores["modes_kl"] = scores.pop("kl")
+        return scores
 
 
 class TrainingLoop:

@@ -27,7 +27,8 @@ class RunOptions:
     of `vitgan train` (its help is the field's)."""
 
     preset: str = option("mnist", "the preset the Config came from (names the run folder)", cli=False)
-    data: str = option("mnist", "'mnist' (the bundled 5k digits), a zip from `vitgan prepare`, or any source "
+    data: str = option("mnist", "'mnist' (the bundled 5k digits), 'stacked-mnist' (StackedMNIST: three of them per "
+                       "RGB image; the default of --preset stacked-mnist), a zip from `vitgan prepare`, or any source "
                        "`prepare` reads (resized to the preset's resolution)", metavar="SOURCE")
     outdir: str = option("runs", "runs are written to OUTDIR/NNNNN-<preset>-<data>/", metavar="DIR")
     seed: int = option(0, "random seed of the run")

@@ -22,9 +22,9 @@ from vitgan.fileio import atomic_write, read_jsonl
 from vitgan.images import save_grid
 from vitgan.training.loss import TERMS
 
-# the status line: the loss terms, then what else a tick measures (augment_p: ADA moves it; metrics of --metrics
-# follow)
-SHOWN = (*TERMS, "logits_real", "logits_fake", "augment_p", "g_z_std", "digit_fid", "classes")
+# the status line: the loss terms, then what else a tick measures (augment_p: ADA moves it; modes on StackedMNIST;
+# metrics of --metrics follow)
+SHOWN = (*TERMS, "logits_real", "logits_fake", "augment_p", "g_z_std", "digit_fid", "classes", "modes", "modes_kl")
 
 
 def new_run_dir(outdir: Path, preset: str, data_name: str) -> Path:
@@ -105,7 +105,8 @@ def _tensorboard(run_dir: Path) -> Any:
 
 
 def plot_losses(stats_path: Path, out: Path) -> None:
-    """losses.png: the per-tick means of the loss terms against kimg."""
+    """losses.png: the per-tick means of the loss terms against kimg; the digit FID, and StackedMNIST's modes, when
+    the rows have them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,16 +116,22 @@ def plot_losses(stats_path: Path, out: Path) -> None:
     if not rows:
         return
     kimg = [r["kimg"] for r in rows]
-    fig, axes = plt.subplots(1, 3 if "digit_fid" in rows[0] else 2, figsize=(15, 3.5), squeeze=False)
+    modes = "modes" in rows[0]
+    panels = 2 + ("digit_fid" in rows[0]) + modes
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.5), squeeze=False)
     axes = axes[0]
     for ax, keys in ((axes[0], TERMS), (axes[1], ("logits_real", "logits_fake", "g_z_std"))):
         for key in keys:
             if any(key in r for r in rows):  # a run written by an older vitgan may lack a term
                 ax.plot(kimg, [r.get(key, math.nan) for r in rows], label=key)
-    if len(axes) == 3:
-        axes[2].plot(kimg, [r["digit_fid"] for r in rows], label="digit_fid (1k samples)")
+    if "digit_fid" in rows[0]:
+        fid = "channel digit_fid (5k samples x 3)" if modes else "digit_fid (1k samples)"
+        axes[2].plot(kimg, [r["digit_fid"] for r in rows], label=fid)
         axes[2].set_yscale("log")
         axes[2].set_title("digit FID (EMA generator)")
+    if modes:
+        axes[-1].plot(kimg, [r["modes"] for r in rows], label="modes (5k samples)")
+        axes[-1].set_title("modes (of 1,000; 5k samples)")
     for ax in axes:
         ax.set_xlabel("kimg")
         ax.legend(fontsize=8)
