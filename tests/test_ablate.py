@@ -169,3 +169,31 @@ def test_a_wall_clock_cap_reaches_every_run():
     command = _command(PAPER[1], 2, args, "out")
     assert command[command.index("--minutes") + 1] == "6.5" and command[command.index("--seed") + 1] == "2"
     assert "--minutes" not in _command(PAPER[1], 2, SimpleNamespace(**{**vars(args), "minutes": None}), "out")
+
+
+def test_a_stacked_mnist_report_tables_modes_and_kl_and_judges_on_the_kl(tmp_path):
+    """StackedMNIST records (with modes) get the modes table: modes and KL with their spread, each seed listed, the
+    channels' digit FID, the fewest modes at a tick, and a verdict on the KL (lower is better) beyond the spread."""
+    from vitgan.ablate import STACKED
+    from vitgan.ablate.report import write_report
+
+    def record(variant, seed, modes, kl, fewest):
+        return {"variant": variant, "seed": seed, "overrides": {}, "samples": 26000, "kimg": 100.0, "minutes": 30.0,
+                "sigma": 1.5, "grad": 2.0, "min_classes_later": 10, "min_modes_later": fewest, "modes": modes,
+                "kl": kl, "confidence": 0.9, "digit_fid": 20.0, "classes": 10, "snapshot": None}
+
+    records = [record("vitgan", 0, 900, 0.50, 700), record("vitgan", 1, 920, 0.40, 720),
+               record("rpgan", 0, 999, 0.05, 950), record("rpgan", 1, 1000, 0.04, 960)]
+    stats = tmp_path / "stacked" / "stats"
+    stats.mkdir(parents=True)
+    for r in records:
+        rows = [{"kimg": k, "modes": r["modes"] - 10 * (10 - k), "modes_kl": r["kl"] + 0.01 * (10 - k),
+                 "digit_fid": 30.0, "d_sigma_max": 1.5, "grad_d": 2.0} for k in range(1, 11)]
+        (stats / f"{r['variant']}-seed{r['seed']}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    text = write_report(records, STACKED, "# header", tmp_path / "stacked.md")
+    assert "| modes of 1,000 (mean +- sd) | KL (mean +- sd) |" in text
+    assert "| 910.0 +- 14.1 | 0.450 +- 0.071 | 900 / 0.500, 920 / 0.400 |" in text  # mean, sd, and each seed
+    assert "| 999.5 +- 0.7 | 0.045 +- 0.007 | 999 / 0.050, 1000 / 0.040 |" in text
+    assert "| 700 |" in text and "KL 0.045 vs the reference's 0.450 (better)" in text
+    for figure in ("modes.png", "kl.png", "fid.png"):
+        assert (tmp_path / "stacked" / figure).stat().st_size > 0
