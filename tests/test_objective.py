@@ -245,7 +245,6 @@ def test_training_learns_a_toy_distribution():
     assert distance() < 0.8 * start, (start, distance())
 
 
-
 # --- the relativistic pairing loss (RpGAN) and R2 ---
 def test_rpgan_d_loss_pairs_real_i_with_fake_i_through_softplus_of_their_difference():
     loss = _loss(gan_loss="rpgan", augment="xflip", augment_p=1.0)
