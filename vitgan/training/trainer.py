@@ -201,12 +201,14 @@ class Trainer:
         net.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         relativistic_g = phase == "Gmain" and self.cfg.gan_loss == "rpgan"
+        if phase != "Gmain":
+            self.last_reals = []  # this D step's, round by round
         for i in range(self.rounds):
             if phase == "Gmain":
                 batch = {"z": self._z(), **({"reals": self.last_reals[i]} if relativistic_g else {})}
             else:
                 batch = {"reals": self.next_reals(), "z": self._z()}
-                self.last_reals[i:] = [batch["reals"]]
+                self.last_reals.append(batch["reals"])
             total, terms, stats = self.loss(phase, **batch)
             scaler.scale(total / self.rounds).backward()
             for key, value in {**terms, **stats}.items():
