@@ -1,11 +1,15 @@
 """`vitgan ablate`: variants, verdicts, and a tiny end-to-end run with its report."""
 
+import argparse
 import json
+from pathlib import Path
 
 import pytest
 
 from vitgan.ablate import GROUPS, HAND_WRITTEN, PAPER, RECIPES, Variant, select
 from vitgan.ablate.report import _verdict
+from vitgan.ablate.runner import command
+from vitgan.ablate.variants import RUN_SWITCHES
 from vitgan.cli import main
 from vitgan.config import Config, ConfigError
 
@@ -27,7 +31,12 @@ def test_every_variant_is_a_valid_configuration_of_the_paper():
     with pytest.raises(ConfigError, match="^variants: nope"):
         select("nope")
     for recipe in RECIPES:  # the recipe sweep's variants are valid too, the preset's own objective first
-        presets.get("mnist", **{k: Config.parse_value(k, v) for k, v in recipe.overrides.items()})
+        presets.get("mnist", **{k: Config.parse_value(k, v) for k, v in recipe.overrides.items()
+                                if k not in RUN_SWITCHES})
+    cond = next(v for v in RECIPES if v.name == "cond")  # a switch of `vitgan train`: --cond, without a value
+    line = command(cond, 0, argparse.Namespace(preset="mnist", data="mnist", kimg=1.0, tick=1.0, compile=False,
+                                               minutes=None, override=[]), Path("runs"))
+    assert line[-1] == "--cond" and "true" not in line
     assert RECIPES[0].overrides == {} and [v.name for v in select("authors", "recipe")] == ["preset", "authors"]
     with pytest.raises(ConfigError, match="^group: 'nope'"):
         select(None, "nope")

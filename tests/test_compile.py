@@ -136,7 +136,7 @@ def test_compiled_training_matches_eager_training(precision):
 
     # R1's check leaves no trace: D's buffers, its gradients and the random streams as they were
     compiled.D.requires_grad_(True)  # as in D's steps (the G step left D frozen)
-    reals = compiled.next_reals()
+    reals = compiled.next_reals()[0]
     before, grads, rng, sample_rng = _state(compiled), _grads(compiled), torch.get_rng_state(), compiled.rng.get_state()
     assert check_compiled_r1(compiled.D, compiled.R1_run.compiled, reals).ok
     assert all(torch.equal(t, before[k]) for k, t in _state(compiled).items())
@@ -151,7 +151,7 @@ def _compile_r1_as(wrong_factor: float):
     def fake_compile(fn):
         if isinstance(fn, nn.Module):
             return fn
-        return lambda x: fn(x) * wrong_factor
+        return lambda x, *labels: fn(x, *labels) * wrong_factor
     return fake_compile
 
 
@@ -195,10 +195,10 @@ def test_the_r1_check_measures_each_weight_tensor_against_its_own_size():
     """A wrong gradient in one small weight tensor (D's patch-projection bias, a few % of the largest) shows at its
     own scale; 0 against 0 is no difference."""
     trainer = _trainer(False)
-    D, reals = trainer.D, trainer.next_reals()
+    D, reals = trainer.D, trainer.next_reals()[0]
     bias = D.patch_embed.bias
 
-    def wrong_bias_gradient(x):  # the penalty plus a term that moves only the bias's gradient, by 20% of its size
+    def wrong_bias_gradient(x, labels=None):  # the penalty plus a term that moves only the bias's gradient, by 20% of its size
         penalty = r1_penalty(D, x)
         (g,) = torch.autograd.grad(penalty, bias, retain_graph=True)
         return penalty + 0.2 * (bias * g.detach()).sum() - (0.2 * (bias * g.detach()).sum()).detach()
@@ -219,7 +219,7 @@ def test_compiled_r1_matches_eager_on_the_mnist_preset_d():
     for _ in range(2):
         trainer.D.requires_grad_(True)
         with trainer.autocast():
-            reals = trainer.loss.augment(trainer.next_reals())
+            reals = trainer.loss.augment(trainer.next_reals()[0])
         results.append(check_compiled_r1(trainer.D, compiled, reals))
         for _ in range(4):
             trainer.step()

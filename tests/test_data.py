@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitgan.data import DataError, image_shape, load, load_mnist5k, load_stacked_mnist
+from vitgan.data import DataError, ImageData, image_shape, load, load_mnist5k, load_stacked_mnist
 from vitgan.data.builtin import STACKED_SIZE, _mnist_table
 
 
@@ -97,6 +97,21 @@ def test_prepare_writes_a_built_in_data_set_as_a_zip_with_its_labels(name, chann
     assert labels[0][0] == "00000/img00000000.png" and len(labels) == 300
     original, back = load(name, resolution=32, channels=channels), load(str(dest), resolution=32, channels=channels)
     assert torch.equal(back.images, original.images[:300]) and torch.equal(back.labels, original.labels[:300])
+    assert back.classes == original.classes is not None  # all of them, whichever the 300 images show
+
+
+def test_class_names_and_the_number_of_classes(stacked):
+    mnist = load_mnist5k()
+    assert mnist.classes == [str(d) for d in range(10)] and mnist.num_classes == 10
+    assert len(stacked.classes) == stacked.num_classes == 1000 and stacked.classes[42] == "042"
+    label = stacked.labels[0].item()
+    assert stacked.classes[label] == f"{label:03d}"
+    images = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
+    plain = ImageData(images, torch.tensor([0, 4, 1]), "x")  # the fields before `classes`, as before
+    assert plain.classes is None and plain.num_classes == 5  # the largest label + 1
+    assert ImageData(images, torch.tensor([0, 4, 1]), "x", [str(i) for i in range(7)]).num_classes == 7
+    assert ImageData(images, torch.tensor([0, -1, 1]), "x", ["a", "b"]).num_classes == 0  # one unlabelled image
+    assert ImageData(images, torch.full((3,), -1), "x").num_classes == 0
 
 
 def test_a_folder_or_zip_leaves_out_the_files_named_in_ignore(tmp_path):

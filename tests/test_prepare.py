@@ -19,6 +19,7 @@ from vitgan.data import prepare as prepare_module
 from vitgan.data.prepare import prepare
 
 RNG = np.random.default_rng(0)
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def pixels(height: int, width: int, channels: int = 3) -> np.ndarray:
@@ -97,6 +98,65 @@ def test_grayscale_output_labels_from_dataset_json_and_max_images(tmp_path):
     assert load(str(src), resolution=4, channels=1).labels.tolist() == [7, 3, 5]
 
 
+def test_dataset_json_class_names_round_trip_through_prepare_and_are_checked(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(pixels(4, 4)).save(src / f"{i}.png")
+    meta = src / "dataset.json"
+    meta.write_text(json.dumps({"labels": [["0.png", 1], ["1.png", 0], ["2.png", 1]], "classes": ["cat", "dog"]}))
+    data = load(str(src), resolution=4, channels=3)
+    assert data.labels.tolist() == [1, 0, 1] and data.classes == ["cat", "dog"] and data.num_classes == 2
+    run(src, tmp_path / "out.zip")
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        written = json.loads(archive.read("dataset.json"))
+    assert written["classes"] == ["cat", "dog"] and [label for _, label in written["labels"]] == [1, 0, 1]
+    assert load(str(tmp_path / "out.zip"), resolution=4, channels=3).classes == ["cat", "dog"]  # the zip's own
+    meta.write_text(json.dumps({"labels": [["0.png", 1], ["1.png", 2]], "classes": ["cat", "dog"]}))
+    with pytest.raises(DataError, match=r"dataset.json: label 2 is not below 2, the number of class names$"):
+        load(str(src), resolution=4, channels=3)
+    meta.write_text(json.dumps({"labels": [["0.png", 0]], "classes": "cat dog"}))
+    with pytest.raises(DataError, match=r"dataset.json: \"classes\" must be a list of class names \(strings\)"):
+        open_source(src)
+    meta.write_text(json.dumps({"labels": [["0.png", 0]]}))  # StyleGAN2-ADA's, without names
+    assert open_source(src).classes is None
+    run(src, tmp_path / "out.zip", max_images=1)
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        assert json.loads(archive.read("dataset.json")) == {"labels": [["00000/img00000000.png", 0]]}
+
+
+def test_labels_from_class_folders(tmp_path, capsys):
+    """`vitgan prepare train/ out.zip --labels folders` on an ImageNet-style tree: the sorted sub-folder names are the
+    classes, each image labelled by its first-level sub-folder."""
+    src = tmp_path / "train"
+    for rel in ("dog/b.png", "dog/deeper/a.png", "cat/z.png", "cat/y.png"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels(4, 4)).save(src / rel)
+    (src / "empty").mkdir()  # holds no image: no class
+    (src / "dataset.json").write_text(json.dumps({"labels": [["cat/y.png", 5]]}))  # set aside by --labels folders
+    dest = tmp_path / "out.zip"
+    assert main(["prepare", str(src), str(dest), "--labels", "folders"]) == 0
+    assert "labelled in 2 classes" in capsys.readouterr().err
+    with zipfile.ZipFile(dest) as archive:
+        meta = json.loads(archive.read("dataset.json"))
+    assert meta["classes"] == ["cat", "dog"]
+    assert [label for _, label in meta["labels"]] == [0, 0, 1, 1]  # cat/y, cat/z, dog/b, dog/deeper/a
+    data = load(str(dest), resolution=4, channels=3)
+    assert data.classes == ["cat", "dog"] and data.num_classes == 2
+    np.testing.assert_array_equal(data.images[2].permute(1, 2, 0).numpy(), np.asarray(Image.open(src / "dog/b.png")))
+    Image.fromarray(pixels(4, 4)).save(src / "stray.png")
+    with pytest.raises(DataError, match=r"train/stray.png: is not in a class sub-folder"):
+        run(src, dest, labels="folders")
+    assert main(["prepare", str(src), str(dest), "--labels", "folders"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "stray.png" in err
+    with pytest.raises(DataError, match=r"out.zip: labels from class folders need a folder of images, not a zip "
+                       "source"):
+        run(dest, tmp_path / "again.zip", labels="folders")
+    with pytest.raises(DataError, match=r"^labels: 'classes' is not one of source, folders$"):
+        run(src, tmp_path / "again.zip", labels="classes")
+
+
 def test_zip_source_and_byte_identical_repeats(tmp_path):
     src = tmp_path / "images.zip"
     arrays = [pixels(6, 6) for _ in range(3)]
@@ -131,7 +191,8 @@ def cifar10(tmp_path) -> tuple[Path, np.ndarray, list[int]]:
     for b in range(5):
         (root / f"data_batch_{b + 1}").write_bytes(cifar_batch(images[2 * b:2 * b + 2], labels[2 * b:2 * b + 2]))
     (root / "test_batch").write_bytes(cifar_batch(images[:1] // 2, labels[:1]))  # the test split is not read
-    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"airplane"] * 10}, protocol=2))
+    meta = {b"num_cases_per_batch": 10000, b"label_names": [name.encode() for name in CIFAR10_NAMES], b"num_vis": 3072}
+    (root / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))  # as published: bytes keys and names
     return root, images, labels
 
 
@@ -140,17 +201,21 @@ def test_cifar10_folder_and_tar_gz(tmp_path, cifar10):
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(root, arcname="cifar-10-batches-py")
-    assert open_source(archive).kind == "cifar10"
+    assert open_source(archive).kind == "cifar10" and open_source(archive).classes == CIFAR10_NAMES
     run(root, tmp_path / "a.zip")
     run(archive, tmp_path / "b.zip")
     assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
     got, got_labels = read_zip(tmp_path / "a.zip")
     np.testing.assert_array_equal(np.stack(got), images)
     assert [label for _, label in got_labels] == labels
-    assert load(str(tmp_path / "a.zip"), resolution=32, channels=3).labels.tolist() == labels  # dataset.json
+    with zipfile.ZipFile(tmp_path / "a.zip") as z:
+        assert json.loads(z.read("dataset.json"))["classes"] == CIFAR10_NAMES
+    prepared = load(str(tmp_path / "a.zip"), resolution=32, channels=3)  # dataset.json
+    assert prepared.labels.tolist() == labels and prepared.classes == CIFAR10_NAMES
     data = load(str(archive), resolution=32, channels=3)  # straight from the archive, no prepare
     np.testing.assert_array_equal(data.images.permute(0, 2, 3, 1).numpy(), images)
     assert data.labels.tolist() == labels and data.name == "cifar-10-python"
+    assert data.classes == CIFAR10_NAMES and data.num_classes == 10
 
 
 def test_cifar100_fine_labels(tmp_path):
@@ -160,9 +225,23 @@ def test_cifar100_fine_labels(tmp_path):
     batch = pickle.loads(cifar_batch(images, [41, 7, 99], key=b"fine_labels"))
     batch[b"coarse_labels"] = [1, 2, 3]
     (root / "train").write_bytes(pickle.dumps(batch, protocol=2))
-    (root / "meta").write_bytes(pickle.dumps({b"fine_label_names": []}, protocol=2))
+    fine = [f"fine{i}".encode() for i in range(100)]
+    (root / "meta").write_bytes(pickle.dumps({b"fine_label_names": fine, b"coarse_label_names": [b"c"] * 20},
+                                             protocol=2))
     data = load(str(root), resolution=16, channels=3)
     assert data.labels.tolist() == [41, 7, 99] and data.images.shape == (3, 3, 16, 16)
+    assert data.classes == [f"fine{i}" for i in range(100)] and data.num_classes == 100
+
+
+def test_cifar_class_names_must_be_there_and_cover_the_labels(cifar10):
+    root, _, _ = cifar10
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a"] * 3}, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_\d \(class names: batches.meta\): label \d is not below 3, the "
+                       "number of class names$"):
+        open_source(root)
+    (root / "batches.meta").write_bytes(pickle.dumps({b"num_vis": 3072}, protocol=2))
+    with pytest.raises(DataError, match=r"batches.meta: expected the class names as a list under b'label_names'$"):
+        open_source(root)
 
 
 class Exploit:
@@ -331,7 +410,7 @@ def test_mirror_flips_the_chosen_images_and_the_trainer_chooses_about_half():
     cfg = presets.get("mnist", resolution=4, channels=3, g_patch=2, d_patch=2, batch=64, g_dim=8, g_heads=1,
                       g_mlp_dim=8, d_dim=8, d_heads=1, d_mlp_dim=8, g_depth=1, d_depth=1)
     trainer = Trainer(cfg, data, torch.device("cpu"), None, mirror=True)
-    reals = trainer.next_reals()
+    reals = trainer.next_reals()[0]
     originals = data.batch(trainer.order)
     flipped = (reals == originals.flip(3)).flatten(1).all(1)
     assert ((reals == originals).flatten(1).all(1) | flipped).all()  # each image is itself or its mirror

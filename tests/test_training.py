@@ -439,7 +439,7 @@ def test_r1_has_its_double_backward_with_the_fused_attention_kernels(monkeypatch
     from vitgan.nn import attention
 
     trainer = _tiny_trainer(r1_gamma=1.0, r1_interval=1)
-    reals = trainer.next_reals()
+    reals = trainer.next_reals()[0]
     start = copy.deepcopy(trainer.D.state_dict())  # (each training forward moves ISN's power-iteration vectors)
 
     def r1_and_grads():

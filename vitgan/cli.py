@@ -112,7 +112,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from vitgan.training import checkpoint
-    from vitgan.training.loop import open_data, resume_config, train
+    from vitgan.training.loop import conditioned, open_data, resume_config, train
 
     overrides = overrides_from_args(args)
     run = fields_from_args(args, RunOptions, "run_")
@@ -142,12 +142,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         launch.die_with_parent()
     if args.dry_run:  # everything a run checks before it starts, the data included, then stop
         data = open_data(cfg, opts)
+        cfg = conditioned(cfg, opts, data, resumed=state is not None)
         print(json.dumps({"config": cfg.to_dict(), "run": dataclasses.asdict(opts), "local_ranks": ranks,
                           "data": {"name": data.name, "num_images": len(data), "shape": list(data.images.shape[1:])}},
                          indent=2))
         return
     if ranks > 1:
-        open_data(cfg, opts)  # a bad source fails here, in one line, before any rank starts
+        conditioned(cfg, opts, open_data(cfg, opts), resumed=state is not None)  # a bad source (or --cond) fails
+        # here, in one line, before any rank starts
         return launch.launch_local_ranks(ranks, max(1, cores // ranks), args.argv, replace=args.from_command_line)
     train(cfg, opts, state)
     return 0
@@ -165,7 +167,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
         raise ConfigError(f"trunc: must be a finite number (1 = no truncation), got {args.trunc}")
     generator = load(args.ckpt, device=resolve_device(args.run_device or RunOptions.device))
     written = write_images(generator, seeds, Path(args.outdir), psi=args.trunc, batch=args.batch,
-                           interpolation_steps=args.steps if args.interpolate else 0)
+                           interpolation_steps=args.steps if args.interpolate else 0, label=args.label,
+                           class_grid=args.class_grid)
     print(f"wrote {len(written)} images to {args.outdir}")
 
 
@@ -234,7 +237,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
             print(f"{m.name} of the real data (the ceiling): {ceiling[f'{m.name}_real']} modes, KL "
                   f"{ceiling[f'{m.name}_real_kl']:.4f}, confidence {ceiling[f'{m.name}_real_confidence']:.3f}",
                   file=sys.stderr)
+    agreement = evaluator.real_agreement() if results.keys() & {f"{m.name}_agreement" for m in metrics} else {}
+    for key, value in agreement.items():  # a conditional generator's class agreement: that of the real images
+        print(f"{key.removesuffix('_real_agreement')} class agreement of the real data (the ceiling): {value:.4f}",
+              file=sys.stderr)
     results.update(ceiling)
+    results.update(agreement)
     record = {"results": results, **source, "data": data_spec,
               "num_real": len(data) if args.max_real is None else min(len(data), args.max_real),
               "reals": evaluator.num_real, "seconds": round(time.time() - start, 1)}
@@ -289,16 +297,16 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from vitgan.data.prepare import prepare
 
     prepare(args.src, args.dest, resolution=args.resolution, crop=args.crop, channels=args.channels,
-            max_images=args.max_images, skip_bad=args.skip_bad)
+            max_images=args.max_images, skip_bad=args.skip_bad, labels=args.labels)
 
 
 def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="convert a dataset (folder, zip, CIFAR, CelebA, LSUN LMDB, a built-in one) to a "
-                       "zip of PNGs",
+    p = sub.add_parser("prepare", help="convert a dataset (folder, zip, CIFAR, CelebA, LSUN LMDB, parquet, a built-in "
+                       "one) to a zip of PNGs",
                        formatter_class=HelpFormatter)
     p.add_argument("src", help="a folder or zip of images, CIFAR-10/100 batches (folder or .tar.gz), CelebA's "
-                   "img_align_celeba (folder or zip), an LSUN LMDB export folder, or a built-in data set: 'mnist', "
-                   "'stacked-mnist'")
+                   "img_align_celeba (folder or zip), an LSUN LMDB export folder, Hugging Face parquet (a .parquet or "
+                   "a folder of shards), or a built-in data set: 'mnist', 'stacked-mnist'")
     p.add_argument("dest", help="the zip to write (written to a temporary file, renamed when complete)")
     p.add_argument("--resolution", type=int, help="resize to RxR (LANCZOS); default: keep the size, which all "
                    "images must then share")
@@ -307,6 +315,9 @@ def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, default=3, choices=[1, 3], help="1: grayscale PNGs, 3: RGB")
     p.add_argument("--max-images", type=int, help="stop after this many images (in the source's order)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or unusable files (they are listed)")
+    p.add_argument("--labels", default="source", choices=["source", "folders"],
+                   help="source: the source's own labels (dataset.json, CIFAR, parquet), if any; folders: a folder's "
+                   "first-level sub-folders are the classes (sorted names), e.g. train/cat/*.png, train/dog/*.png")
     p.set_defaults(func=cmd_prepare)
 
 
@@ -352,6 +363,10 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interpolate", action="store_true", help="also interpolate between consecutive seeds")
     p.add_argument("--steps", type=int, default=8, help="interpolation frames per pair of seeds")
     p.add_argument("--batch", type=int, default=32, help="images per forward pass")
+    p.add_argument("--class", type=int, dest="label", metavar="K", help="a conditional generator (trained with "
+                   "--cond): draw class K (0-based; the classes' names are in the export's config.json)")
+    p.add_argument("--class-grid", action="store_true", help="a conditional generator: one row per class, one "
+                   "column per seed (grid.png; classK-seedNNNN.png)")
     p.add_argument("--outdir", default="out", help="output folder")
     add_field_options(p, RunOptions, "run_", only=["device"])
     p.set_defaults(func=cmd_generate)

@@ -35,6 +35,12 @@ class Config:
     resolution: int = option(32, "output side in pixels (square images)")
     channels: int = option(3, "1 (grayscale) or 3 (RGB)")
 
+    # --- conditioning ---
+    cond: int = option(0, "class-conditional on this many classes (0 = unconditional): G's mapping network takes an "
+                       "embedding of the label beside z (StyleGAN2-ADA's), D adds the projection <embed(c), h> of "
+                       "its final feature h to its logit (Miyato and Koyama 2018); `vitgan train --cond` sets it to "
+                       "the data's class count", cli=False)
+
     # --- generator ---
     z_dim: int = option(384, "latent size")
     w_dim: int = option(384, "mapping-network output size")
@@ -159,6 +165,9 @@ class Config:
                 raise ConfigError(f"{field}: {getattr(self, field)!r} {why}")
 
         need(self.channels in (1, 3), "channels", "must be 1 or 3")
+        need(self.cond != 1, "cond", "must be 0 (unconditional) or at least 2 classes")
+        need(not self.cond or self.d_pack == 1, "d_pack", "must be 1 with cond: a pack has one logit but a label "
+             "per image")
         need(self.resolution % self.g_patch == 0, "g_patch", f"must divide resolution={self.resolution}")
         need(self.g_dim % self.g_heads == 0, "g_heads", f"must divide g_dim={self.g_dim}")
         if self.d_arch == "vit":
@@ -261,8 +270,8 @@ def parse_policy(policy: str) -> list[tuple[str, float | None]]:
     return ops
 
 
-_MAY_BE_ZERO = {"beta1", "grad_clip", "augment_p", "ada_target", "bcr_real", "bcr_fake", "bcr_shift", "r1_gamma",
-                "r2_gamma", "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
+_MAY_BE_ZERO = {"cond", "beta1", "grad_clip", "augment_p", "ada_target", "bcr_real", "bcr_fake", "bcr_shift",
+                "r1_gamma", "r2_gamma", "lr_warmup_kimg", "ema_kimg", "ema_rampup"}
 
 
 def non_none(hint: Any) -> Any:

@@ -55,6 +55,7 @@ def load(name: str | os.PathLike, *, network: str = "G_ema", device: str | torch
         cfg, state, info = read_exported(folder)
         generator = build(cfg, state, folder / WEIGHTS_NAME)
         generator.export_info = info
+        generator.classes = info.get("classes")
         return generator.to(device)
     if not path.exists():
         raise CheckpointError(f"{name}: no such snapshot file, run folder or exported folder")
@@ -64,6 +65,8 @@ def load(name: str | os.PathLike, *, network: str = "G_ema", device: str | torch
         raise CheckpointError(f"{snapshot}: has no network {network!r} (it has {', '.join(states)})")
     net = build(cfg, states[network], snapshot, network=network)
     net.export_info = snapshot_info(snapshot, meta)  # what `push_to_hub` and `save_pretrained` record with it
+    if network != "D":
+        net.classes = meta.get("classes")
     return net.to(device)
 
 
@@ -122,11 +125,13 @@ def snapshot_info(snapshot: Path, meta: dict[str, Any]) -> dict[str, Any]:
     except (json.JSONDecodeError, AttributeError):
         run = {}
     kimg = meta.get("cur_nimg", 0) / 1000
+    classes = {"classes": meta["classes"]} if meta.get("classes") else {}
     return {"preset": run.get("preset"), "data": run.get("data"), "kimg": kimg,
-            "metrics": run_metrics(snapshot, kimg), "source": snapshot.name}
+            "metrics": run_metrics(snapshot, kimg), "source": snapshot.name, **classes}
 
 
-_RESULT = re.compile(r"(fid|kid|is|pr|dfid)\d+(k\d*)?(_full)?(_mean|_std|_precision|_recall)?|digit_fid|classes")
+_RESULT = re.compile(r"(fid|kid|is|pr|dfid|modes)\d+(k\d*)?(_full)?(_mean|_std|_precision|_recall|_kl|_confidence|"
+                     r"_agreement|_agreement_worst)?|digit_fid|classes|modes|modes_kl|agreement|agreement_worst")
 
 
 def run_metrics(snapshot: Path, kimg: float) -> dict[str, float]:
@@ -174,7 +179,7 @@ def save_pretrained(generator: nn.Module, out: str | Path, info: dict[str, Any] 
     """config.json, model.safetensors, samples.png and README.md of `generator` in the folder `out`, each written
     atomically (the weights before the config, so a folder with a config always has its weights)."""
     from vitgan.images import save_grid
-    from vitgan.sampling import generate, latents
+    from vitgan.sampling import CLASS_SHEET_SEEDS, class_sheet, generate, latents
 
     out = Path(out)
     check_target(out, force=force)
@@ -182,9 +187,15 @@ def save_pretrained(generator: nn.Module, out: str | Path, info: dict[str, Any] 
             **{k: v for k, v in (info or {}).items() if k not in ("format", "vitgan_version")}}  # written anew below
     state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
     atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT}))
+    if getattr(generator, "classes", None):
+        info["classes"] = list(generator.classes)
     config = {"format": FORMAT, "vitgan_version": __version__, "cfg": generator.cfg.to_dict(), **info}
     atomic_write(out / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
-    save_grid(generate(generator, latents(GRID_SEEDS, generator.z_dim)), out / GRID_NAME, nrow=8)
+    if generator.cfg.cond:  # one row per class
+        z, c = class_sheet(generator.z_dim, generator.cfg.cond)
+        save_grid(generate(generator, z, c), out / GRID_NAME, nrow=len(CLASS_SHEET_SEEDS))
+    else:
+        save_grid(generate(generator, latents(GRID_SEEDS, generator.z_dim)), out / GRID_NAME, nrow=8)
     atomic_write(out / CARD_NAME, lambda tmp: tmp.write_text(model_card(config)))
 
 
@@ -198,13 +209,18 @@ def model_card(config: dict[str, Any]) -> str:
     kimg = config.get("kimg")
     output = ("in [-1, 1] (tanh)" if cfg.get("g_output") == "tanh" else
               "unbounded (linear output); clamp to [-1, 1] to view them, as vitgan's image writers do")
+    classes = config.get("classes") or [str(k) for k in range(cfg.get("cond", 0))]
+    kind = "class-conditional" if cfg.get("cond") else "unconditional"
+    sample = ("G(torch.randn(8, G.z_dim), torch.full((8,), 0))  # class 0" if cfg.get("cond")
+              else "G(torch.randn(8, G.z_dim))")
+    shown = ", ".join(f"{k}: {name}" for k, name in enumerate(classes[:20])) + (", ..." if len(classes) > 20 else "")
     return f"""---
 library_name: vitgan
 tags:
 - gan
 - vitgan
-- unconditional-image-generation
-pipeline_tag: unconditional-image-generation
+- {kind}-image-generation
+{"" if cfg.get("cond") else "pipeline_tag: unconditional-image-generation"}
 ---
 
 # ViTGAN generator ({config.get("preset") or "custom configuration"})
@@ -217,6 +233,7 @@ The EMA generator of a [vitgan](https://arxiv.org/abs/2107.04589) run, exported 
 | data | `{config.get("data")}` |
 | images | {cfg["resolution"]}x{cfg["resolution"]}x{cfg["channels"]} |
 | trained for | {"unknown" if kimg is None else f"{kimg:g} kimg"} |
+| classes | {f"{len(classes)} ({shown})" if cfg.get("cond") else "none (unconditional)"} |
 | exported by | vitgan {config.get("vitgan_version")} |
 
 ## Metrics
@@ -227,7 +244,7 @@ Metric names as in StyleGAN2-ADA (see vitgan's docs/metrics.md).
 
 ## Samples
 
-![latent seeds 0-63]({GRID_NAME})
+![{"one row per class, latent seeds 0-7" if cfg.get("cond") else "latent seeds 0-63"}]({GRID_NAME})
 
 ## Use
 
@@ -237,11 +254,11 @@ import vitgan
 
 G = vitgan.load("THIS_FOLDER_OR_HUB_ID")
 with torch.no_grad():
-    images = G(torch.randn(8, G.z_dim))  # (8, C, H, W); pixel values {output}
+    images = {sample}  # (8, C, H, W); pixel values {output}
 ```
 
 ```bash
-vitgan generate --ckpt THIS_FOLDER --seeds 0-63 --outdir out
+vitgan generate --ckpt THIS_FOLDER --seeds 0-63 --outdir out{" --class 0" if cfg.get("cond") else ""}
 ```
 
 ## Configuration

@@ -39,17 +39,28 @@ def _digit_fid() -> Any:
 def final_digit_fid(snapshot: Path, samples: int) -> dict[str, float]:
     """Digit FID and class coverage of a snapshot's EMA generator on `samples` fixed seeds (scored as uint8 pixels,
     as saved images: `vitgan.metrics.digits.classify`); for a 3-channel (StackedMNIST) generator also its modes, KL
-    and confidence (`vitgan.metrics.modes`), the digit measures then over every channel as a digit."""
+    and confidence (`vitgan.metrics.modes`), the digit measures then over every channel as a digit. A conditional
+    generator draws its samples with labels as the bundled data's (`label_draws`) and adds its class agreement
+    (`agreement`, `agreement_worst`: the digit, or the mode, the classifier gives each sample against its label)."""
+    from vitgan.data import load_builtin
+    from vitgan.metrics.digits import class_agreement, classify
+    from vitgan.metrics.modes import channel_digits, mode_of, stacked_scores
     from vitgan.pretrained import load
-    from vitgan.sampling import generate, latents
+    from vitgan.sampling import generate, label_draws, latents
 
     generator = load(snapshot, device="cuda" if torch.cuda.is_available() else "cpu")
-    images = generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), batch=250)
-    if images.shape[1] == 3:
-        from vitgan.metrics.modes import stacked_measures
-
-        return stacked_measures(_digit_fid(), images)
-    return _digit_fid()(images)
+    stacked = generator.cfg.channels == 3
+    labels = (label_draws(load_builtin("stacked-mnist" if stacked else "mnist").labels, samples)
+              if generator.cfg.cond else None)
+    images = generate(generator, latents(range(100_000, 100_000 + samples), generator.z_dim), labels, batch=250)
+    feats, probs = classify(_digit_fid().net, channel_digits(images) if stacked else images)
+    if stacked:
+        scores, predicted = stacked_scores(_digit_fid(), feats, probs), mode_of(probs.reshape(-1, 3, probs.shape[1]))
+    else:
+        scores, predicted = _digit_fid().score(feats, probs), probs.argmax(axis=1)
+    if labels is not None:
+        scores.update(class_agreement(predicted, labels.numpy()))
+    return scores
 
 
 def _write_records(raw: Path, records: list[dict[str, Any]]) -> None:
@@ -235,9 +246,11 @@ def _row(name: str, variant: Variant, runs: list[dict[str, Any]], verdict: str) 
     fewest = [r["min_classes_later"] for r in runs if r["min_classes_later"] is not None]
     per_seed = ", ".join(f"diverged at {r['kimg']:g} kimg" if r.get("diverged") else f"{r['digit_fid']:.1f}"
                          for r in runs)
+    agreement = [r["agreement"] for r in runs if r.get("agreement") is not None]
     return (f"| {name} | {changes} | {_spread([r['kimg'] for r in runs])} | {_spread([r['minutes'] for r in runs])} | "
             f"{_spread(fids) if fids else '-'} | {f'{statistics.median(fids):.1f}' if fids else '-'} | {per_seed} | "
             f"{', '.join('-' if r.get('diverged') else str(r['classes']) for r in runs)} | "
+            f"{_spread(agreement, 3) if agreement else '-'} | "
             f"{min(fewest) if fewest else '-'} | {_spread([r['sigma'] for r in runs])} | {variant.claim}: "
             f"{variant.why} | {verdict} |")
 
@@ -283,12 +296,14 @@ def _opening(header: str, samples: int, folder: str) -> list[str]:
         f"Final digit FID: the last EMA generator on {samples:,} fixed seeds against all 5,000 bundled "
         "digits (the shipped classifier's features); 'classes' counts the digits holding at least 2% of the "
         f"samples (per seed); 'fewest later' is the fewest classes at any tick after {COLLAPSE_AFTER_KIMG:g} kimg "
-        "(1,000 samples per tick): below 8 means the run collapsed after the start. Raw records: "
+        "(1,000 samples per tick): below 8 means the run collapsed after the start. 'class agreement' (a "
+        "conditional variant's): the share of its samples, drawn with labels as the data's, that the classifier "
+        "gives the digit they were drawn for. Raw records: "
         f"`{folder}/results.jsonl` (one line per run) and `{folder}/stats/` (every run's per-tick stats.jsonl).",
         "",
         "| variant | what changes | kimg | minutes | final digit FID (mean +- sd) | median | per seed | classes per "
-        "seed | fewest later | D's largest singular value | claim | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "seed | class agreement | fewest later | D's largest singular value | claim | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
 

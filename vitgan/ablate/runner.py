@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vitgan.ablate.variants import Variant
+from vitgan.ablate.variants import RUN_SWITCHES, Variant
 from vitgan.errors import EXIT_DIVERGED
 from vitgan.fileio import atomic_write
 from vitgan.training.checkpoint import SNAPSHOT_GLOB
@@ -28,7 +28,10 @@ def command(variant: Variant, seed: int, args: Any, outdir: Path) -> list[str]:
             "--snap", "1000000", *(["--compile"] if args.compile else []),
             *(["--minutes", str(args.minutes)] if args.minutes else [])]
     for key, value in {**variant.overrides, **dict(args.override)}.items():
-        line += [f"--{key.replace('_', '-')}", value]
+        if key in RUN_SWITCHES:  # a switch of `vitgan train`, not a Config value
+            line += [f"--{key}"] if value == "true" else []
+        else:
+            line += [f"--{key.replace('_', '-')}", value]
     return line
 
 

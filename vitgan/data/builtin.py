@@ -51,21 +51,24 @@ def _mnist_table() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_mnist5k(*, seed: int = 0) -> ImageData:
-    """The bundled digits (500 per class, stored sorted by class), shuffled with `seed`, zero-padded to 32x32."""
+    """The bundled digits (500 per class, stored sorted by class), shuffled with `seed`, zero-padded to 32x32; the
+    classes "0".."9"."""
     digits, labels = _mnist_table()
     order = np.random.default_rng(seed).permutation(len(digits))
-    return ImageData(torch.from_numpy(digits[order, None]), torch.from_numpy(labels[order]), "mnist")
+    return ImageData(torch.from_numpy(digits[order, None]), torch.from_numpy(labels[order]), "mnist",
+                     [str(digit) for digit in range(10)])
 
 
 def load_stacked_mnist() -> ImageData:
     """StackedMNIST (Metz et al. 2017): STACKED_SIZE RGB images whose R, G and B channels are three of the bundled
     digits (zero-padded to 32x32 as `mnist`), each drawn independently and uniformly from the 5,000, with
     replacement (numpy seed STACKED_SEED); the label 100 R + 10 G + B of the three digits' labels, one of 1,000
-    modes."""
+    modes, named by its three digits ("000".."999")."""
     digits, labels = _mnist_table()
     picks = np.random.default_rng(STACKED_SEED).integers(0, len(digits), size=(STACKED_SIZE, 3))
     modes = labels[picks] @ np.array([100, 10, 1])
-    return ImageData(torch.from_numpy(digits[picks]), torch.from_numpy(modes), "stacked-mnist")  # (N, 3, 32, 32)
+    return ImageData(torch.from_numpy(digits[picks]), torch.from_numpy(modes), "stacked-mnist",  # (N, 3, 32, 32)
+                     [f"{mode:03d}" for mode in range(1000)])  # "042": R 0, G 4, B 2
 
 
 def load_builtin(name: str) -> ImageData:

@@ -17,7 +17,7 @@ from vitgan.data.sources import Source, open_source
 def load_source(source: Source, *, resolution: int, channels: int, skip_bad: bool = False,
                 progress: bool | None = None, log: Callable[[str], None] = log_stderr) -> ImageData:
     """Every image of `source`, centre-cropped and resized to `resolution` (kept as is when it already is square at
-    that size), as uint8 in memory, with its label (-1 where the source has none)."""
+    that size), as uint8 in memory, with its label (-1 where the source has none) and the source's class names."""
     images = np.empty((len(source), resolution, resolution, channels), np.uint8)
     labels = np.full(len(source), -1, np.int64)
     bad = BadFiles(str(source.path))
@@ -31,13 +31,13 @@ def load_source(source: Source, *, resolution: int, channels: int, skip_bad: boo
     if count == 0:
         raise DataError(f"{source.path}: no images found in this {source.kind} source")
     nchw = torch.from_numpy(images[:count]).permute(0, 3, 1, 2).contiguous()
-    return ImageData(nchw, torch.from_numpy(labels[:count].copy()), source.name)
+    return ImageData(nchw, torch.from_numpy(labels[:count].copy()), source.name, source.classes)
 
 
 def load(spec: str, *, resolution: int, channels: int, skip_bad: bool = False,
          progress: bool | None = None, ignore: Collection[str] = ()) -> ImageData:
     """`mnist` (the bundled digits), `stacked-mnist` (StackedMNIST made of them), or any source `open_source` reads
-    (a folder, a zip such as `vitgan prepare` writes, CIFAR batches, CelebA, an LSUN LMDB), checked against the
+    (a folder, a zip such as `vitgan prepare` writes, CIFAR batches, CelebA, an LSUN LMDB, parquet), checked against the
     configured image shape. A folder's or zip's files at its root named in `ignore` are left out."""
     if spec in BUILTIN:
         data = load_builtin(spec)

@@ -2,7 +2,9 @@
 one uncompressed zip of PNGs plus dataset.json.
 
 The layout is StyleGAN2-ADA's: images `00000/img00000000.png`, 1,000 per folder, in the source's order; dataset.json
-`{"labels": [["00000/img00000000.png", 6], ...]}`, or `{"labels": null}` when the source has no labels. The output is
+`{"labels": [["00000/img00000000.png", 6], ...]}`, or `{"labels": null}` when the source has no labels, and, where the
+source names its classes, vitgan's `"classes": [name of label 0, ...]` beside them. The labels are the source's own
+(`labels="source"`), or a folder's class sub-folders (`labels="folders"`). The output is
 deterministic (sorted input, fixed zip timestamps and attributes, PNGs written with the same settings), so two runs
 give byte-identical zips, and it is written to a temporary file beside DEST that is renamed only when complete.
 """
@@ -23,11 +25,12 @@ from PIL import Image
 from vitgan.data.builtin import BUILTIN, load_builtin
 from vitgan.data.dataset import DataError
 from vitgan.data.pixels import CROPS, BadFiles, BadImage, Item, log_stderr, scan, to_pixels
-from vitgan.data.sources import Source, open_source
+from vitgan.data.sources import FolderSource, Source, open_source
 from vitgan.fileio import atomic_write
 
 PNG_COMPRESS_LEVEL = 1  # zlib level 1: far smaller than 0 (stored), as small as 6 on photos, and fast (README)
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # every member's timestamp, for byte-identical output
+LABELS = ("source", "folders")  # where the labels come from: the source's own, or a folder's class sub-folders
 
 
 @dataclass
@@ -58,6 +61,7 @@ class BuiltinSource(Source):
     def __init__(self, name: str) -> None:
         super().__init__(Path(name))
         self.data = load_builtin(name)
+        self.classes = self.data.classes
 
     def __len__(self) -> int:
         return len(self.data)
@@ -81,7 +85,8 @@ def _work(data: bytes | np.ndarray, **options) -> tuple[tuple[int, ...], bytes]:
     return pixels.shape, encode_png(pixels)
 
 
-def check_options(dest: Path, resolution: int | None, crop: str, channels: int, max_images: int | None) -> None:
+def check_options(dest: Path, resolution: int | None, crop: str, channels: int, max_images: int | None,
+                  labels: str = "source") -> None:
     if dest.suffix.lower() != ".zip":
         raise DataError(f"{dest}: the destination must be a .zip file")
     if resolution is not None and resolution < 1:
@@ -92,18 +97,34 @@ def check_options(dest: Path, resolution: int | None, crop: str, channels: int, 
         raise DataError(f"channels: must be 1 or 3, got {channels}")
     if max_images is not None and max_images < 1:
         raise DataError(f"max_images: must be positive, got {max_images}")
+    if labels not in LABELS:
+        raise DataError(f"labels: {labels!r} is not one of {', '.join(LABELS)}")
+
+
+def open_prepare_source(src: str | Path, labels: str = "source") -> Source:
+    """The source `prepare` reads: a built-in data set or `open_source`'s; with labels "folders", a folder labelled
+    by its class sub-folders (`FolderSource.label_by_folder`)."""
+    source = BuiltinSource(str(src)) if str(src) in BUILTIN else open_source(src)
+    if labels == "folders":
+        if not isinstance(source, FolderSource):
+            raise DataError(f"{source.path}: labels from class folders need a folder of images, not a {source.kind} "
+                            "source (use --labels source)")
+        source.label_by_folder()
+    return source
 
 
 def prepare(src: str | Path, dest: str | Path, *, resolution: int | None = None, crop: str = "center",
-            channels: int = 3, max_images: int | None = None, skip_bad: bool = False, progress: bool | None = True,
-            log: Callable[[str], None] = log_stderr) -> Prepared:
+            channels: int = 3, max_images: int | None = None, skip_bad: bool = False, labels: str = "source",
+            progress: bool | None = True, log: Callable[[str], None] = log_stderr) -> Prepared:
     """Write `src` (a source, or the name of a built-in data set) to the zip `dest`: each image cropped (`center`:
     the centred square, CelebA's 108x108 for CelebA; `none`: non-square images are bad files), resized to
-    `resolution` (None: all images must share one size), converted to `channels`; the first `max_images` good images.
-    Bad files are reported; without `skip_bad`, any bad file raises DataError and no DEST is written."""
+    `resolution` (None: all images must share one size), converted to `channels`; the first `max_images` good images;
+    labelled as the source labels them (`labels` "source"), or, of a folder, by each image's first-level sub-folder
+    (`labels` "folders"). Bad files are reported; without `skip_bad`, any bad file raises DataError and no DEST is
+    written."""
     dest = Path(dest)
-    check_options(dest, resolution, crop, channels, max_images)
-    source = BuiltinSource(str(src)) if str(src) in BUILTIN else open_source(src)
+    check_options(dest, resolution, crop, channels, max_images, labels)
+    source = open_prepare_source(src, labels)
     if len(source) == 0:
         raise DataError(f"{source.path}: no images found in this {source.kind} source")
     work = functools.partial(_work, resolution=resolution, channels=channels, crop=crop, crop_size=source.crop_size)
@@ -130,14 +151,18 @@ def prepare(src: str | Path, dest: str | Path, *, resolution: int | None = None,
             bad.settle(skip_bad=skip_bad, log=log)
             if not written:
                 raise DataError(f"{source.path}: no usable images")
-            archive.writestr(_member("dataset.json"), json.dumps({"labels": _labels(written, source.path)}))
+            meta: dict[str, object] = {"labels": _labels(written, source.path)}
+            if meta["labels"] is not None and source.classes is not None:
+                meta["classes"] = source.classes
+            archive.writestr(_member("dataset.json"), json.dumps(meta))
 
     atomic_write(dest, write)
     height, width, _ = first["shape"]
     labelled = written[0][1] is not None
     result = Prepared(dest, len(written), (width, height), channels, labelled, len(bad))
+    classes = f" in {len(source.classes)} classes" if labelled and source.classes is not None else ""
     log(f"wrote {result.count} images ({width}x{height}, {channels} channel(s)"
-        f"{', labelled' if result.labelled else ''}) to {dest}")
+        f"{', labelled' + classes if result.labelled else ''}) to {dest}")
     return result
 
 

@@ -107,3 +107,15 @@ class DigitFID:
             "confident": float(confident.mean()),
             "rarest_class": float(counts.min() / n),
         }
+
+
+def class_agreement(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Class agreement of a conditional generator's samples: the share of them whose class under the classifier
+    (`predicted`, e.g. the digit classifier's argmax) is the label they were generated for (`labels`), overall
+    (`agreement`) and in the class where it is lowest (`agreement_worst`, over the labels present)."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    if predicted.shape != labels.shape or not len(labels):
+        raise ValueError(f"class agreement: {predicted.shape} predictions for {labels.shape} labels")
+    hit = predicted == labels
+    worst = min(float(hit[labels == k].mean()) for k in np.unique(labels))
+    return {"agreement": float(hit.mean()), "agreement_worst": worst}

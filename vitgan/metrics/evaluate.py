@@ -33,12 +33,13 @@ from vitgan.distributed import World, barrier, gather
 from vitgan.fileio import atomic_write
 from vitgan.images import quantize
 from vitgan.metrics import inception
+from vitgan.metrics.digits import class_agreement, classify
 from vitgan.metrics.frechet import feature_statistics, frechet_distance
 from vitgan.metrics.inception_score import inception_score
 from vitgan.metrics.kid import kernel_inception_distance
-from vitgan.metrics.modes import ModeCounter, mode_measures
+from vitgan.metrics.modes import ModeCounter, mode_measures, mode_of
 from vitgan.metrics.precision_recall import precision_recall
-from vitgan.sampling import latents
+from vitgan.sampling import label_draws, latents
 
 KINDS = {
     "fid": "Frechet Inception distance",
@@ -247,21 +248,39 @@ class Evaluator:
             self._real_stats[num_real] = feature_statistics(self.real[:num_real])
         return frechet_distance(*feature_statistics(fake), *self._real_stats[num_real])
 
+    def labels_for(self, generator: nn.Module) -> torch.Tensor | None:
+        """The class labels of a conditional generator's samples (seed i gets label i of `label_draws` of the
+        data's labels, so their classes follow the data's); None for an unconditional one."""
+        classes = getattr(generator, "cond", 0)
+        if not classes:
+            return None
+        labels = self.data.labels[:self.available]
+        if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= classes:
+            raise ConfigError(f"data: the generator is conditional on {classes} classes; {self.data.name} must label "
+                              f"every image with a class in 0-{classes - 1} to draw its samples' classes from")
+        return label_draws(labels, self.num_gen)
+
     @torch.no_grad()
     def __call__(self, generator: nn.Module) -> dict[str, float]:
-        """The results (see `Metric.result_names`) of the generator in eval mode, on latent seeds 0..N-1."""
+        """The results (see `Metric.result_names`) of the generator in eval mode, on latent seeds 0..N-1; for a
+        conditional generator, with labels as the data's (`labels_for`), and the class agreement of dfid and modes
+        (`<name>_agreement`, `<name>_agreement_worst`)."""
         device = next(generator.parameters()).device
         world, step = self.world, self.batch * self.world.size
+        labels = self.labels_for(generator)
         chunks: dict[int, tuple] = {}  # first seed -> (features, logits, digit images) of this rank's chunks
         with _progress(self.num_gen, "generating and measuring", self.progress and world.is_main) as bar:
             for start in range(world.rank * self.batch, self.num_gen, step):  # the ranks take turns, chunk by chunk
-                z = latents(range(start, min(start + self.batch, self.num_gen)), generator.z_dim).to(device)
-                images = quantize(generator(z).float()).cpu()  # (B, C, H, W) uint8, as saved images would be
+                end = min(start + self.batch, self.num_gen)
+                z = latents(range(start, end), generator.z_dim).to(device)
+                c = () if labels is None else (labels[start:end].to(device),)
+                images = quantize(generator(z, *c).float()).cpu()  # (B, C, H, W) uint8, as saved images would be
                 chunks[start] = self._measure(images)
                 bar.update(len(images) * world.size)
         for other in gather(chunks, world):  # every rank ends with every chunk, in seed order
             chunks.update(other)
-        return self._results([chunks[start] for start in sorted(chunks)])
+        return self._results([chunks[start] for start in sorted(chunks)],
+                             None if labels is None else labels.numpy())
 
     @torch.no_grad()
     def score_images(self, images: torch.Tensor) -> dict[str, float]:
@@ -304,7 +323,23 @@ class Evaluator:
         probs = self.modes.probabilities(images) if self.modes is not None else None
         return pool, logit, digits, probs
 
-    def _results(self, chunks: list[tuple]) -> dict[str, float]:
+    def real_agreement(self) -> dict[str, float]:
+        """The class agreement of the dfid metrics' real images (as many as each compares with, the first of
+        `real_subset`) with their own labels, under the same classifier: the ceiling of a conditional generator's
+        `<name>_agreement`, as `<name>_real_agreement`; {} without dfid or without labels."""
+        labels = self.data.labels[:self.available]
+        if not self.digits or len(labels) == 0 or int(labels.min()) < 0:
+            return {}
+        results: dict[str, float] = {}
+        for m in self.metrics:
+            if m.kind == "dfid":
+                index = torch.from_numpy(real_subset(self.available, self.num_real[m.name]))
+                probs = classify(self.digits[self.num_real[m.name]].net, self.data.images[:self.available][index])[1]
+                results[f"{m.name}_real_agreement"] = class_agreement(probs.argmax(axis=1),
+                                                                      labels[index].numpy())["agreement"]
+        return results
+
+    def _results(self, chunks: list[tuple], labels: np.ndarray | None = None) -> dict[str, float]:
         fake = np.concatenate([c[0] for c in chunks]) if self.extract is not None else None
         fake_logits = np.concatenate([c[1] for c in chunks]) if self.extract is not None else None
         digits = torch.cat([c[2] for c in chunks]) if self.digits else None
@@ -324,8 +359,14 @@ class Evaluator:
             elif m.kind == "modes":
                 scores = mode_measures(mode_probs[:n])
                 values = [scores["modes"], scores["kl"], scores["confidence"]]
+                predicted = mode_of(mode_probs[:n])
             else:  # dfid
-                values = [self.digits[r](digits[:n])["digit_fid"]]
+                feats, probs = classify(self.digits[r].net, digits[:n])
+                values = [self.digits[r].score(feats, probs)["digit_fid"]]
+                predicted = probs.argmax(axis=1)
             results.update(zip(keys, values, strict=True))
+            if labels is not None and m.kind in ("dfid", "modes"):  # do samples keep the class they were drawn for?
+                agreement = class_agreement(predicted, labels[:n])
+                results.update({f"{m.name}_{key}": value for key, value in agreement.items()})
         return results
 

@@ -41,7 +41,12 @@ def channel_digits(images: torch.Tensor) -> torch.Tensor:
 def mode_histogram(probs: np.ndarray) -> np.ndarray:
     """The samples in each of the 1,000 modes (1000,), from the class probabilities (N, 3, 10) of each sample's R,
     G and B channels: its mode is 100 c_R + 10 c_G + c_B, each c the argmax."""
-    return np.bincount(probs.argmax(axis=2) @ PLACES, minlength=MODES)
+    return np.bincount(mode_of(probs), minlength=MODES)
+
+
+def mode_of(probs: np.ndarray) -> np.ndarray:
+    """Each sample's mode, 100 R + 10 G + B of its channels' most probable digits, from probabilities (N, 3, 10)."""
+    return probs.argmax(axis=2) @ PLACES
 
 
 def score_modes(counts: np.ndarray) -> dict[str, Any]:

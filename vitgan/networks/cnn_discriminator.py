@@ -10,7 +10,7 @@ from torch import nn
 
 from vitgan.config import Config
 from vitgan.networks.discriminator import packed_images
-from vitgan.nn import MinibatchStd
+from vitgan.nn import ClassProjection, MinibatchStd, check_labels
 
 _GAIN = math.sqrt(2.0)
 
@@ -37,8 +37,9 @@ class ResidualBlock(nn.Module):
 class CNNDiscriminator(nn.Module):
     """Residual CNN D: fromRGB, residual blocks halving the resolution down to 4x4, minibatch std, conv, 2 FC.
 
-    Channels at resolution r are min(d_cnn_max, d_cnn_base // r). `D(x)` returns logits (B / d_pack,), one per pack
-    of `d_pack` images stacked along channels (PacGAN).
+    Channels at resolution r are min(d_cnn_max, d_cnn_base // r); with `cond`, the projection term <embed(c), h> of
+    the last hidden feature h is added to the logit (`ClassProjection`). `D(x)` (or `D(x, c)`) returns logits
+    (B / d_pack,), one per pack of `d_pack` images stacked along channels (PacGAN).
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -55,14 +56,19 @@ class CNNDiscriminator(nn.Module):
         self.conv = nn.Conv2d(ch(4) + 1, ch(4), 3, padding=1)
         self.fc = nn.Linear(ch(4) * 16, ch(4))
         self.out = nn.Linear(ch(4), 1)
+        self.projection = ClassProjection(cfg.cond, ch(4)) if cfg.cond else None
 
     mixes_samples = True  # the minibatch-std layer makes a sample's logit depend on its batch
 
-    def forward(self, x: torch.Tensor, segments: int = 1) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, segments: int = 1) -> torch.Tensor:
         """Logits (B / d_pack,); with `segments` S, the batch is S batches of B / S images to the minibatch-std
-        layer."""
-        h = _lrelu(self.from_rgb(packed_images(x, self.cfg)))
+        layer; with `cond`, each image's class label c (B,) adds the projection term of the last hidden feature."""
+        x = packed_images(x, self.cfg)
+        check_labels(c, self.cfg.cond, x.shape[0])
+        h = _lrelu(self.from_rgb(x))
         for block in self.blocks:
             h = block(h)
         h = _lrelu(self.conv(self.mbstd(h, segments)))
-        return self.out(_lrelu(self.fc(h.flatten(1)))).squeeze(-1)
+        h = _lrelu(self.fc(h.flatten(1)))
+        logits = self.out(h).squeeze(-1)
+        return logits if self.projection is None else logits + self.projection(h, c)

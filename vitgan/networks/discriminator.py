@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vitgan.config import Config
-from vitgan.nn import Attention, L2Attention, MinibatchStd, image_patches, linear_for
+from vitgan.nn import Attention, ClassProjection, L2Attention, MinibatchStd, check_labels, image_patches, linear_for
 from vitgan.nn.spectral import LinearFactory
 
 
@@ -50,7 +50,7 @@ class Discriminator(nn.Module):
     Patches of side P + 2o with stride P (o = P/2 when `d_overlap`, else 0), zero-padded by o at the border, are
     projected to tokens; a class token and learned 1-D positional embeddings are added; pre-LN blocks with L2 (or
     dot-product) attention follow; the logit is a linear projection (or a 2-layer MLP, `d_head`) of the class token
-    after a final LayerNorm.
+    after a final LayerNorm, plus, with `cond`, the projection term <embed(c), class token> (`ClassProjection`).
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -77,22 +77,26 @@ class Discriminator(nn.Module):
             self.head = nn.Sequential(linear(features, cfg.d_dim), nn.LeakyReLU(0.2), linear(cfg.d_dim, 1))
         else:
             self.head = linear(features, 1)
+        self.projection = ClassProjection(cfg.cond, cfg.d_dim, linear) if cfg.cond else None
 
     @property
     def mixes_samples(self) -> bool:
         """True when a sample's logit depends on the other samples of its batch (minibatch standard deviation)."""
         return self.mbstd is not None
 
-    def forward(self, x: torch.Tensor, segments: int = 1) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, segments: int = 1) -> torch.Tensor:
         """Logits (B / d_pack,); with `segments` S, the batch is S batches of B / S images to the minibatch-std
-        layer."""
+        layer; with `cond`, each image's class label c (B,) adds the projection term of the class token."""
         x = packed_images(x, self.cfg)
+        check_labels(c, self.cfg.cond, x.shape[0])
         tokens = self.patch_embed(image_patches(x, self.cfg.d_patch, self.overlap))  # (B, L, dim)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         h = torch.cat([cls, tokens], dim=1) + self.pos_embed  # (B, 1 + L, dim)
         for block in self.blocks:
             h = block(h)
         cls = self.norm(h[:, 0])  # (B, dim)
+        feature = cls
         if self.mbstd is not None:
             cls = self.mbstd(cls[:, :, None, None], segments).flatten(1)  # (B, dim + 1)
-        return self.head(cls).squeeze(-1)
+        logits = self.head(cls).squeeze(-1)
+        return logits if self.projection is None else logits + self.projection(feature, c)

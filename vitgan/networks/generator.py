@@ -10,7 +10,15 @@ from einops import rearrange
 from torch import nn
 
 from vitgan.config import Config
-from vitgan.nn import SLN, Attention, EqualizedLinear, FourierFeatures, LayerNormIgnoringW, ModulatedLinear
+from vitgan.nn import (
+    SLN,
+    Attention,
+    EqualizedLinear,
+    FourierFeatures,
+    LayerNormIgnoringW,
+    ModulatedLinear,
+    check_labels,
+)
 from vitgan.nn.layers import grid_coordinates
 
 _LRELU_GAIN = math.sqrt(2.0)  # keeps the activations' second moment through leaky ReLU(0.2)
@@ -20,17 +28,29 @@ def _lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2) * _LRELU_GAIN
 
 
-class MappingNetwork(nn.Module):
-    """w = MLP(z): z normalised to unit second moment, then `num_layers` equalised-lr layers with leaky ReLU."""
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    """x scaled to unit second moment per row."""
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
 
-    def __init__(self, z_dim: int, w_dim: int, num_layers: int, *, lr_mul: float) -> None:
+
+class MappingNetwork(nn.Module):
+    """w = MLP(z): z normalised to unit second moment, then `num_layers` equalised-lr layers with leaky ReLU.
+
+    Conditional (`classes` > 0, as StyleGAN2-ADA's): the one-hot label c is embedded by an equalised-lr linear layer
+    to w_dim features, normalised likewise, and concatenated with the normalised z before the first layer."""
+
+    def __init__(self, z_dim: int, w_dim: int, num_layers: int, *, lr_mul: float, classes: int = 0) -> None:
         super().__init__()
-        dims = [z_dim] + [w_dim] * num_layers
+        self.classes = classes
+        self.embed = EqualizedLinear(classes, w_dim) if classes else None
+        dims = [z_dim + (w_dim if classes else 0)] + [w_dim] * num_layers
         pairs = zip(dims[:-1], dims[1:], strict=True)
         self.layers = nn.ModuleList(EqualizedLinear(a, b, lr_mul=lr_mul) for a, b in pairs)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x = _normalize(z)
+        if self.embed is not None:
+            x = torch.cat([x, _normalize(self.embed(F.one_hot(c, self.classes).to(z.dtype)))], dim=1)
         for layer in self.layers:
             x = _lrelu(layer(x))
         return x
@@ -103,7 +123,8 @@ class LinearHead(nn.Module):
 class Generator(nn.Module):
     """ViTGAN generator: z -> w (mapping) -> transformer over Fourier positional tokens -> INR patches -> image.
 
-    `G(z)` takes z of shape (B, G.z_dim) and returns images (B, C, H, W): in [-1, 1] with `g_output` tanh,
+    `G(z)` takes z of shape (B, G.z_dim) (and `G(z, c)`, with `cond`, class labels c (B,) int64) and returns images
+    (B, C, H, W): in [-1, 1] with `g_output` tanh,
     unbounded with `g_output` linear (every preset's; vitgan's image writers clamp them to [-1, 1] when they
     quantise, vitgan/images.py).
     The input tokens are the learned Fourier positional embeddings sin(Linear(patch coordinates)), not z;
@@ -116,7 +137,10 @@ class Generator(nn.Module):
         self.z_dim = cfg.z_dim
         self.w_avg_beta = w_avg_beta
         self.grid = cfg.resolution // cfg.g_patch
-        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers, lr_mul=cfg.mapping_lr_mul)
+        self.cond = cfg.cond  # classes (0: unconditional)
+        self.classes: list[str] | None = None  # the class names, where the data had them (set by whoever loads it)
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers, lr_mul=cfg.mapping_lr_mul,
+                                      classes=cfg.cond)
         self.register_buffer("w_avg", torch.zeros(cfg.w_dim))  # running mean of w, for the truncation trick
         self.register_buffer("patch_coords", grid_coordinates(self.grid), persistent=False)  # (L, 2)
         self.pos = FourierFeatures(2, cfg.g_dim)
@@ -140,14 +164,16 @@ class Generator(nn.Module):
                     nn.init.xavier_uniform_(module.weight)
                     nn.init.zeros_(module.bias)
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
-        return self.synthesis(self.map(z, psi))
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0) -> torch.Tensor:
+        return self.synthesis(self.map(z, c, psi))
 
-    def map(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
-        """z (B, z_dim) -> w (B, w_dim), truncated towards w_avg by psi; tracks w_avg in training mode."""
+    def map(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0) -> torch.Tensor:
+        """z (B, z_dim) and, for a conditional G, class labels c (B,) -> w (B, w_dim), truncated towards w_avg by psi
+        (the mean w over all classes, as StyleGAN2-ADA's); tracks w_avg in training mode."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z: expected shape (B, {self.z_dim}), got {tuple(z.shape)}")
-        w = self.mapping(z)
+        check_labels(c, self.cond, z.shape[0])
+        w = self.mapping(z, c)
         if self.training:
             self.w_avg.copy_(w.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if psi != 1.0:

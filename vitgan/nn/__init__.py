@@ -1,6 +1,8 @@
-"""Building blocks of ViTGAN: L2 attention, improved spectral normalisation, SLN, Fourier features, INR layers."""
+"""Building blocks of ViTGAN: L2 attention, improved spectral normalisation, SLN, Fourier features, INR layers,
+class conditioning."""
 
 from vitgan.nn.attention import Attention, L2Attention
+from vitgan.nn.conditioning import ClassProjection, check_labels
 from vitgan.nn.layers import (
     SLN,
     EqualizedLinear,
@@ -16,5 +18,5 @@ from vitgan.nn.spectral import ISNLinear, SigmaReparamLinear, SNLinear, XavierLi
 __all__ = [
     "Attention", "L2Attention", "ISNLinear", "SigmaReparamLinear", "SNLinear", "XavierLinear", "linear_for", "SLN",
     "LayerNormIgnoringW", "FourierFeatures", "MinibatchStd", "EqualizedLinear", "ModulatedLinear", "grid_coordinates",
-    "image_patches",
+    "image_patches", "ClassProjection", "check_labels",
 ]

@@ -25,7 +25,7 @@ from vitgan.data import ImageData, load, load_mnist5k
 from vitgan.distributed import World
 from vitgan.networks import count_parameters
 from vitgan.nn.spectral import largest_singular_values
-from vitgan.sampling import latents
+from vitgan.sampling import CLASS_SHEET_SEEDS, class_sheet, label_draws, latents
 from vitgan.training import checkpoint
 from vitgan.training.device import gemm_gflops, precision_name, resolve_device, resolve_precision
 from vitgan.training.options import MAX_ROLLBACKS, ROLLBACK_LR_FACTOR, RunOptions, long_cpu_run
@@ -73,6 +73,27 @@ def open_data(cfg: Config, opts: RunOptions) -> ImageData:
     return data
 
 
+def conditioned(cfg: Config, opts: RunOptions, data: ImageData, *, resumed: bool) -> Config:
+    """The run's Config with `cond` set to the data's class count when `opts.cond` asks for it. A resumed run's
+    checkpoint decides: --cond must then be given exactly when it is conditional, on data of as many classes.
+    Refusals are one line, before anything is written."""
+    classes = data.num_classes
+    if resumed:
+        if bool(cfg.cond) != opts.cond:
+            raise ConfigError(f"cond: the checkpoint is conditional on {cfg.cond} classes: resume with --cond"
+                              if cfg.cond else "cond: the checkpoint is unconditional: resume without --cond")
+        if cfg.cond and classes != cfg.cond:
+            raise ConfigError(f"cond: the checkpoint has {cfg.cond} classes, {opts.data} has {classes}")
+        return cfg
+    if not opts.cond:
+        return cfg
+    if classes < 2:
+        raise ConfigError(f"cond: {opts.data} has no labels (a label per image is needed: a dataset.json, class "
+                          "folders through `vitgan prepare --labels folders`, CIFAR, parquet)" if classes == 0
+                          else f"cond: {opts.data} has a single class; conditioning needs at least 2")
+    return cfg.replace(cond=classes)
+
+
 def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = None) -> Path:
     """Train until cfg.kimg thousand images (or opts.minutes); returns the run folder.
 
@@ -84,6 +105,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     device = resolve_device(device_name)
     amp = resolve_precision(opts.precision, device)
     data = open_data(cfg, opts)
+    cfg = conditioned(cfg, opts, data, resumed=resume_state is not None)
 
     torch.manual_seed(opts.seed + world.rank)  # per-rank streams; the per-sample ones are the Trainer's, shared
     np.random.seed(opts.seed + world.rank)
@@ -152,8 +174,11 @@ class Probes:
     def __init__(self, cfg: Config, opts: RunOptions, data: ImageData, device: torch.device, world: World,
                  log: Callable[[str], None]) -> None:
         self.world, self.metric_every = world, opts.metric_every
-        self.grid_z = latents(GRID_SEEDS, cfg.z_dim)
-        self.digit_net = self.digit_fid = self.digit_z = None
+        self.grid_z, self.grid_c, self.grid_nrow = latents(GRID_SEEDS, cfg.z_dim), None, None
+        if cfg.cond:  # one row per class, the same latents in every row
+            self.grid_z, self.grid_c = class_sheet(cfg.z_dim, cfg.cond)
+            self.grid_nrow = len(CLASS_SHEET_SEEDS)
+        self.digit_net = self.digit_fid = self.digit_z = self.digit_c = None
         self.stacked = opts.data == "stacked-mnist"
         # the bundled digits get a per-tick digit FID against all 5,000 of them; StackedMNIST that of every channel,
         # and its modes
@@ -165,6 +190,10 @@ class Probes:
             self.digit_fid = DigitFID.of(reference, self.digit_net) if world.is_main else None
             seeds = MODE_SEEDS if self.stacked else DIGIT_FID_SEEDS
             self.digit_z = latents(seeds, cfg.z_dim)[world.rank::world.size]
+            if cfg.cond:  # labels as the data's; gathered from the ranks, the samples come rank by rank
+                labels = label_draws(data.labels, len(seeds))
+                self.digit_c = labels[world.rank::world.size]
+                self.digit_c_gathered = torch.cat([labels[r::world.size] for r in range(world.size)]).numpy()
         self.evaluator = None
         if opts.metrics:
             from vitgan.metrics.evaluate import Evaluator, parse_metrics
@@ -181,22 +210,28 @@ class Probes:
     def digits(self, trainer: Trainer) -> dict[str, float]:
         """The digit FID and class coverage of G_ema's samples (on rank 0; {} on the others, and without digits); on
         StackedMNIST those of every channel as a digit, and the samples' `modes`, `modes_kl` and `confidence`
-        (`vitgan.metrics.modes`), each channel classified once for both."""
+        (`vitgan.metrics.modes`), each channel classified once for both. A conditional G's samples are drawn with
+        labels as the data's (`label_draws`) and add their class agreement (`agreement`, `agreement_worst`): the
+        digit, or on StackedMNIST the mode, the classifier gives them against their label."""
         if self.digit_net is None:
             return {}
-        from vitgan.metrics.digits import classify
-        from vitgan.metrics.modes import channel_digits, stacked_scores
+        from vitgan.metrics.digits import class_agreement, classify
+        from vitgan.metrics.modes import channel_digits, mode_of, stacked_scores
 
-        samples = trainer.samples(self.digit_z)
+        samples = trainer.samples(self.digit_z, self.digit_c)
         parts = distributed.gather(classify(self.digit_net, channel_digits(samples) if self.stacked else samples),
                                    self.world)
         if self.digit_fid is None:
             return {}
         feats, probs = (np.concatenate(part) for part in zip(*parts, strict=True))
-        if not self.stacked:
-            return self.digit_fid.score(feats, probs)
-        scores = stacked_scores(self.digit_fid, feats, probs)
-        scores["modes_kl"] = scores.pop("kl")
+        if self.stacked:
+            scores = stacked_scores(self.digit_fid, feats, probs)
+            scores["modes_kl"] = scores.pop("kl")
+            predicted = mode_of(probs.reshape(-1, 3, probs.shape[1]))
+        else:
+            scores, predicted = self.digit_fid.score(feats, probs), probs.argmax(axis=1)
+        if self.digit_c is not None:  # a conditional G: do its samples keep the class they were drawn for?
+            scores.update(class_agreement(predicted, self.digit_c_gathered))
         return scores
 
 
@@ -275,11 +310,11 @@ class TrainingLoop:
                 self.last_good = trainer.state_path(self.run_dir)
             self.start_tick()
             return
-        images = trainer.samples(self.probes.grid_z)
+        images = trainer.samples(self.probes.grid_z, self.probes.grid_c)
         if progressed:
             row = {**self.tick_row(now, images), **digits, **measured}
             self.report.tick(row, images, trainer.cur_nimg, self.eta(now), list(measured))
-        self.report.grid(images, f"fakes-{trainer.cur_nimg:09d}.png")
+        self.report.grid(images, f"fakes-{trainer.cur_nimg:09d}.png", nrow=self.probes.grid_nrow)
         if save_now:
             self.last_good = trainer.save(self.run_dir, keep_states=self.opts.keep)
             self.report.log(f"saved {self.last_good.name} and {checkpoint.snapshot_name(trainer.cur_nimg)}")

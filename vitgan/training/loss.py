@@ -44,10 +44,12 @@ def consistency_penalty(logits: torch.Tensor, transformed_logits: torch.Tensor) 
     return (logits - transformed_logits).square().mean()
 
 
-def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real_images: torch.Tensor) -> torch.Tensor:
+def r1_penalty(critic: Callable[..., torch.Tensor], real_images: torch.Tensor, labels: torch.Tensor | None = None
+               ) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): E[||grad_x D(x)||^2] over D's inputs x, on real images, D = `critic`; multiply by
     gamma / 2 for the loss. R2 is the same penalty on (detached) fake images. A D input is one image, or with PacGAN
-    (`d_pack`) one pack of images with one logit, whose gradient's squared norm sums over the pack's images.
+    (`d_pack`) one pack of images with one logit, whose gradient's squared norm sums over the pack's images. A
+    conditional D is given each image's own label (`labels`), held fixed.
 
     The input gradient is taken with torch.func.grad of the summed logits (each image's gradient of the sum is its
     own logit's, and a minibatch-std layer's cross terms are kept as autograd.grad would), so that the whole penalty,
@@ -55,7 +57,7 @@ def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real_images: torc
     torch.autograd.grad(create_graph=True).
     """
     def summed(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = critic(x).float()
+        logits = (critic(x) if labels is None else critic(x, labels)).float()
         return logits.sum(), logits
 
     grad, logits = torch.func.grad(summed, has_aux=True)(real_images.detach().float())
@@ -90,8 +92,8 @@ class R1Check(NamedTuple):
         return f"value {self.value:.1e}, D-weight gradient {self.grad:.1e} (relative; tolerance {self.rtol:g})"
 
 
-def check_compiled_r1(D: nn.Module, compiled: Callable[[torch.Tensor], torch.Tensor], real_images: torch.Tensor,
-                      *, rtol: float = R1_RTOL) -> R1Check:
+def check_compiled_r1(D: nn.Module, compiled: Callable[..., torch.Tensor], real_images: torch.Tensor,
+                      labels: torch.Tensor | None = None, *, rtol: float = R1_RTOL) -> R1Check:
     """R1's penalty and its gradient with respect to D's weights through `compiled` (torch.compile of r1_penalty on
     D: torch.func.grad inside torch.compile, open upstream as silently wrong, pytorch#136662) against the eager
     r1_penalty, both from D's present state on `real_images`, on SDPA's math backend as ViTGANLoss.r1 runs them.
@@ -106,8 +108,8 @@ def check_compiled_r1(D: nn.Module, compiled: Callable[[torch.Tensor], torch.Ten
         saved = [b.clone() for b in D.buffers()]
     devices = [real_images.device] if real_images.device.type == "cuda" else []
 
-    def run(r1: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        value = r1(real_images)
+    def run(r1: Callable[..., torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        value = r1(real_images, labels)
         grads = torch.autograd.grad(value, params, allow_unused=True)
         with torch.no_grad():  # only those that moved: a copy would bump the version of one the pending backward
             for buffer, before in zip(D.buffers(), saved, strict=True):  # of D's main loss saved (ISN's scale)
@@ -133,23 +135,23 @@ class CheckedR1:
     makes every rank's answer the same), it says so through `log` and runs the eager r1_penalty from then on. The
     check leaves D, its gradients and the random streams as they were, so the training itself does not change."""
 
-    def __init__(self, D: nn.Module, compiled: Callable[[torch.Tensor], torch.Tensor], *,
+    def __init__(self, D: nn.Module, compiled: Callable[..., torch.Tensor], *,
                  log: Callable[[str], None], agree: Callable[[bool], bool] = bool, rtol: float = R1_RTOL) -> None:
         self.D, self.compiled, self.log, self.agree, self.rtol = D, compiled, log, agree, rtol
         self.eager = functools.partial(r1_penalty, D)
         self.result: R1Check | None = None  # the check's, once made
         self.use_eager = False
 
-    def __call__(self, real_images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, real_images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.result is None:
-            self.result = check_compiled_r1(self.D, self.compiled, real_images, rtol=self.rtol)
+            self.result = check_compiled_r1(self.D, self.compiled, real_images, labels, rtol=self.rtol)
             self.use_eager = self.agree(not self.result.ok)
             if self.use_eager:
                 where = "another rank's" if self.result.ok else "this rank's"
                 self.log(f"R1: the compiled penalty differs from the eager one on {where} first R1 batch (here: "
                          f"{self.result}): torch.func.grad inside torch.compile can be silently wrong "
                          "(pytorch/pytorch#136662); R1 runs eager from now on")
-        return (self.eager if self.use_eager else self.compiled)(real_images)
+        return (self.eager if self.use_eager else self.compiled)(real_images, labels)
 
 
 # The loss terms, in the order a step computes them: the one list the status line, the plots and the finiteness check
@@ -198,7 +200,7 @@ class ViTGANLoss:
 
     def __init__(self, cfg: Config, G: nn.Module, D: nn.Module, *, draws: Callable[[], Draws],
                  G_run: nn.Module | None = None, D_run: nn.Module | None = None,
-                 R1_run: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 R1_run: Callable[..., torch.Tensor] | None = None,
                  autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                  transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         self.cfg, self.G, self.D, self.draws, self.autocast = cfg, G, D, draws, autocast
@@ -220,69 +222,86 @@ class ViTGANLoss:
             return self.augment(plain)
         return translation(augmented, self.draws(), ratio=self.cfg.bcr_shift, fill=self.cfg.augment_fill)
 
-    def _logits(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
-        """D's fp32 logits for several batches of one size in one forward; a D whose samples interact (minibatch
-        std: `mixes_samples`) is told they are separate batches (`segments`). A D of unknown kind: one call each."""
+    def _logits(self, batches: list[torch.Tensor], labels: list[torch.Tensor | None] | None = None
+                ) -> list[torch.Tensor]:
+        """D's fp32 logits for several batches of one size in one forward, a conditional D given each batch's labels
+        (`labels`, one per batch, or None); a D whose samples interact (minibatch std: `mixes_samples`) is told
+        they are separate batches (`segments`). A D of unknown kind: one call each."""
+        labels = labels or [None] * len(batches)
         mixes = getattr(self.D, "mixes_samples", None)
         if mixes is None or len({len(x) for x in batches}) > 1:
-            return [self.D_run(x).float() for x in batches]
+            return [self._critic(x, c).float() for x, c in zip(batches, labels, strict=True)]
         x = torch.cat(batches)
-        logits = self.D_run(x, segments=len(batches)) if mixes else self.D_run(x)
+        c = {"c": torch.cat(labels)} if self.cfg.cond else {}
+        logits = self.D_run(x, segments=len(batches), **c) if mixes else self.D_run(x, **c)
         return list(logits.float().chunk(len(batches)))  # a D with packs has len(b) / d_pack logits per batch
 
-    def penalty(self, images: torch.Tensor, gamma: float) -> torch.Tensor:
+    def penalty(self, images: torch.Tensor, gamma: float, labels: torch.Tensor | None = None) -> torch.Tensor:
         """A weighted zero-centred gradient penalty, `gamma / 2 * r1_interval * E||grad_x D(x)||^2`, on D's
-        (augmented) inputs `images`: R1 on reals, R2 on fakes. In fp32 outside autocast, through `R1_run`
-        (r1_penalty of the plain D, or its torch.compile'd form). Its gradient is a double backward, which the fused
-        attention kernels (flash, memory-efficient; used off the CPU) do not have: D's attention runs on SDPA's math
-        backend here."""
+        (augmented) inputs `images` (a conditional D given their `labels`): R1 on reals, R2 on fakes. In fp32
+        outside autocast, through `R1_run` (r1_penalty of the plain D, or its torch.compile'd form). Its gradient is
+        a double backward, which the fused attention kernels (flash, memory-efficient; used off the CPU) do not have:
+        D's attention runs on SDPA's math backend here."""
         with sdpa_kernel(SDPBackend.MATH):
-            return self.R1_run(images) * (gamma / 2 * self.cfg.r1_interval)
+            return self.R1_run(images, labels) * (gamma / 2 * self.cfg.r1_interval)
 
-    def __call__(self, phase: Phase, *, z: torch.Tensor | None = None, reals: torch.Tensor | None = None
-                 ) -> PhaseLoss:
+    def __call__(self, phase: Phase, *, z: torch.Tensor | None = None, reals: torch.Tensor | None = None,
+                 c: torch.Tensor | None = None, real_c: torch.Tensor | None = None) -> PhaseLoss:
         """The loss of `phase` on this round's latents `z` and real images `reals` (for D's phases, and for G's
-        under rpgan)."""
+        under rpgan); with `cond`, the fakes' class labels `c` and the reals' `real_c`."""
         relativistic = self.cfg.gan_loss == "rpgan"
         if phase == "Gmain" and z is not None and (reals is not None or not relativistic):
-            return self._g_main(z, reals)
+            return self._g_main(z, c, reals, real_c)
         if phase not in PHASES or z is None or reals is None:
             raise ValueError(f"phase {phase!r}: expected one of {', '.join(PHASES)} with z, and reals for D's phases "
                              "(and for Gmain under gan_loss rpgan)")
         terms = dict.fromkeys(D_TERMS, torch.zeros((), device=reals.device))
-        total, (real_aug, fake_aug), stats = self._d_main(reals, z, terms)
+        total, (real_aug, fake_aug), stats = self._d_main(reals, z, terms, real_c, c)
         if phase == "Dboth":
-            for name, images, gamma in (("r1", real_aug, self.cfg.r1_gamma), ("r2", fake_aug, self.cfg.r2_gamma)):
+            for name, images, labels, gamma in (("r1", real_aug, real_c, self.cfg.r1_gamma),
+                                                ("r2", fake_aug, c, self.cfg.r2_gamma)):
                 if gamma > 0:
-                    terms[name] = self.penalty(images, gamma)
+                    terms[name] = self.penalty(images, gamma, labels)
                     total = total + terms[name]
         return PhaseLoss(total, terms, stats)
 
-    def _g_main(self, z: torch.Tensor, reals: torch.Tensor | None) -> PhaseLoss:
-        """G's loss on the fakes of `z` (and, under rpgan, the reals `reals`, paired with them)."""
+    def _fakes(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """G's images of latents z (a conditional G: of labels c)."""
+        return self.G_run(z, c) if self.cfg.cond else self.G_run(z)
+
+    def _critic(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """D's logits of images x (a conditional D: with their labels c)."""
+        return self.D_run(x, c) if self.cfg.cond else self.D_run(x)
+
+    def _g_main(self, z: torch.Tensor, c: torch.Tensor | None, reals: torch.Tensor | None,
+                real_c: torch.Tensor | None) -> PhaseLoss:
+        """G's loss on the fakes of `z` (labels `c`) (and, under rpgan, the reals `reals`, paired with them)."""
         with self.autocast():
-            fakes = self.G_run(z)
+            fakes = self._fakes(z, c)
             if self.cfg.gan_loss == "rpgan":
-                real_logits, fake_logits = self._logits([self.augment(reals), self.augment(fakes)])
+                real_logits, fake_logits = self._logits([self.augment(reals), self.augment(fakes)], [real_c, c])
                 loss_g = g_relativistic_loss(fake_logits, real_logits)
             else:
-                loss_g = g_nonsaturating_loss(self.D_run(self.augment(fakes)).float())
+                loss_g = g_nonsaturating_loss(self._critic(self.augment(fakes), c).float())
         return PhaseLoss(loss_g, {"loss_g": loss_g}, {})
 
-    def _d_main(self, reals: torch.Tensor, z: torch.Tensor, terms: dict[str, torch.Tensor]
+    def _d_main(self, reals: torch.Tensor, z: torch.Tensor, terms: dict[str, torch.Tensor],
+                real_c: torch.Tensor | None = None, c: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
         """D's adversarial loss and bCR terms (written into `terms`): (their total, the augmented reals and fakes,
-        D's mean logits and the mean sign of its real logits, ADA's overfitting measure r)."""
+        D's mean logits and the mean sign of its real logits, ADA's overfitting measure r). A transformed image keeps
+        its own label."""
         cfg = self.cfg
         with torch.no_grad(), self.autocast():
-            fakes = self.G_run(z).float()
+            fakes = self._fakes(z, c).float()
         with self.autocast():
             real_aug, fake_aug = self.augment(reals), self.augment(fakes)
-            plain, augmented = (reals, fakes), (real_aug, fake_aug)
+            plain, augmented, labels = (reals, fakes), (real_aug, fake_aug), (real_c, c)
             weighted = [(name, w, i) for i, (name, w) in enumerate((("bcr_real", cfg.bcr_real),
                                                                      ("bcr_fake", cfg.bcr_fake))) if w > 0]
             logits = self._logits([real_aug, fake_aug, *(self.transform(plain[i], augmented[i])
-                                                         for _, _, i in weighted)])
+                                                         for _, _, i in weighted)],
+                                  [real_c, c, *(labels[i] for _, _, i in weighted)])
             adversarial = d_relativistic_loss if cfg.gan_loss == "rpgan" else d_logistic_loss
             terms["loss_d"] = adversarial(logits[0], logits[1])
             bcr = torch.zeros((), device=reals.device)

@@ -30,6 +30,8 @@ class RunOptions:
     data: str = option("mnist", "'mnist' (the bundled 5k digits), 'stacked-mnist' (StackedMNIST: three of them per "
                        "RGB image; the default of --preset stacked-mnist), a zip from `vitgan prepare`, or any source "
                        "`prepare` reads (resized to the preset's resolution)", metavar="SOURCE")
+    cond: bool = option(False, "class-conditional: train on the data's labels (the Config's cond set to its class "
+                        "count); the data must label every image")
     outdir: str = option("runs", "runs are written to OUTDIR/NNNNN-<preset>-<data>/", metavar="DIR")
     seed: int = option(0, "random seed of the run")
     # on the command line a file, a folder or `auto`; in RunOptions, the training-state file that was chosen

@@ -63,9 +63,9 @@ class Report:
         if self.run_dir is not None:
             (self.run_dir / "training_options.json").write_text(json.dumps(options, indent=2) + "\n")
 
-    def grid(self, images: torch.Tensor, name: str) -> None:
+    def grid(self, images: torch.Tensor, name: str, nrow: int | None = None) -> None:
         if self.run_dir is not None:
-            save_grid(images, self.run_dir / name)
+            save_grid(images, self.run_dir / name, nrow=nrow)
 
     def tick(self, row: dict[str, Any], images: torch.Tensor, nimg: int, eta: float, metrics: list[str]) -> None:
         """One tick's measurements (`metrics`: the names of its --metrics results in `row`): a stats.jsonl row, the

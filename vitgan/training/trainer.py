@@ -87,6 +87,20 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
         b_ema.copy_(b)
 
 
+def check_data_labels(cfg: Config, data: ImageData) -> None:
+    """Refuse a conditional Config (`cond` classes) whose data has an image without a label or a label outside
+    [0, cond): one line naming the data."""
+    if not cfg.cond:
+        return
+    labels = data.labels
+    if len(labels) == 0 or int(labels.min()) < 0:
+        raise ConfigError(f"cond: {data.name} has images without a label; class conditioning needs a label per image "
+                          "(a dataset.json, class folders through `vitgan prepare --labels folders`, CIFAR, parquet)")
+    if int(labels.max()) >= cfg.cond:
+        raise ConfigError(f"cond: {data.name} has the label {int(labels.max())}, beyond the {cfg.cond} classes of "
+                          "the configuration")
+
+
 class Trainer:
     """Holds the networks, optimisers and counters of one run; `step()` is `d_steps_per_g` D steps and one G step: it
     draws the data, asks the objective (`loss`, a `ViTGANLoss`) for each phase's loss, steps the optimisers, keeps
@@ -112,6 +126,7 @@ class Trainer:
                               f"{cfg.batch} over {ranks} rank(s) and make whole packs of d_pack={cfg.d_pack}; "
                               + (f"it can be {', '.join(map(str, works))}" if works else "no value can: change batch"))
         self.rounds = cfg.batch // (self.batch_gpu * ranks)
+        check_data_labels(cfg, data)
         self.G = Generator(cfg).to(device).train()
         self.D = build_discriminator(cfg).to(device).train()
         for net in (self.G, self.D):
@@ -144,7 +159,8 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(seed)  # the per-sample randomness, the same on every rank
         self.order = torch.randperm(len(data), generator=self.rng)
         self.position = 0
-        self.last_reals: list[torch.Tensor] = []  # the last D step's reals, one batch per round (rpgan's G step)
+        # the last D step's reals and their labels, one batch per round (rpgan's G step)
+        self.last_reals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def uncompile(self) -> None:
         """Run the plain networks from now on (after compiling them failed)."""
@@ -158,8 +174,9 @@ class Trainer:
         """Random numbers for this rank's rows of one round (batch_gpu x ranks samples)."""
         return Draws(self.rng, start=self.world.rank * self.batch_gpu, total=self.batch_gpu * self.world.size)
 
-    def next_reals(self) -> torch.Tensor:
-        """This rank's rows of the next round of a shuffled pass over the data (a new shuffle per pass)."""
+    def next_reals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows of the next round of a shuffled pass over the data (a new shuffle per pass): the images
+        and their labels."""
         picked = []
         needed = self.batch_gpu * self.world.size
         while needed:
@@ -171,10 +188,18 @@ class Trainer:
             needed -= take
         mine = torch.cat(picked)[self.world.rank * self.batch_gpu:][:self.batch_gpu]
         flip = self._draws().rand(self.batch_gpu) < 0.5 if self.mirror else None
-        return self.data.batch(mine, flip=flip).to(self.device)
+        return self.data.batch(mine, flip=flip).to(self.device), self.data.labels[mine].to(self.device)
 
     def _z(self) -> torch.Tensor:
         return self._draws().randn(self.batch_gpu, self.cfg.z_dim).to(self.device)
+
+    def _fake_labels(self) -> dict[str, torch.Tensor]:
+        """A conditional run's labels for this round's fakes, {"c": (batch_gpu,)}: those of uniformly drawn training
+        images, so the fakes' classes follow the data's label distribution; {} (and no draw) when unconditional."""
+        if not self.cfg.cond:
+            return {}
+        index = self._draws().randint(0, len(self.data), self.batch_gpu)
+        return {"c": self.data.labels[index].to(self.device)}
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The run's precision: autocast to its dtype, or nothing under fp32."""
@@ -205,10 +230,15 @@ class Trainer:
             self.last_reals = []  # this D step's, round by round
         for i in range(self.rounds):
             if phase == "Gmain":
-                batch = {"z": self._z(), **({"reals": self.last_reals[i]} if relativistic_g else {})}
+                batch = {"z": self._z(), **self._fake_labels()}
+                if relativistic_g:
+                    batch["reals"], batch["real_c"] = self.last_reals[i]
             else:
-                batch = {"reals": self.next_reals(), "z": self._z()}
-                self.last_reals.append(batch["reals"])
+                reals, real_c = self.next_reals()
+                batch = {"reals": reals, "z": self._z(), **self._fake_labels()}
+                if self.cfg.cond:
+                    batch["real_c"] = real_c
+                self.last_reals.append((reals, real_c))
             total, terms, stats = self.loss(phase, **batch)
             scaler.scale(total / self.rounds).backward()
             for key, value in {**terms, **stats}.items():
@@ -277,11 +307,11 @@ class Trainer:
             self.loss.augment_p = ada_adjust(self.cfg, self.loss.augment_p, r, self.cfg.batch * len(self.ada_r))
             self.ada_r = []
 
-    def samples(self, z: torch.Tensor, batch: int = 125) -> torch.Tensor:
-        """G_ema's images for latents z in the run's precision: the per-tick grid and digit FID (`vitgan eval` and
-        `vitgan generate` run in fp32)."""
+    def samples(self, z: torch.Tensor, c: torch.Tensor | None = None, batch: int = 125) -> torch.Tensor:
+        """G_ema's images for latents z (and, conditional, labels c) in the run's precision: the per-tick grid and
+        digit FID (`vitgan eval` and `vitgan generate` run in fp32)."""
         with self.autocast():
-            return generate(self.G_ema, z, batch=batch)
+            return generate(self.G_ema, z, c, batch=batch)
 
     # --- checkpoints ---
     def state(self) -> dict[str, Any]:
@@ -326,8 +356,9 @@ class Trainer:
     def save(self, run_dir: Path, *, keep_states: int = 2) -> Path:
         """A network snapshot and a training state (the newest `keep_states` kept); returns the training state."""
         snapshot = run_dir / checkpoint.snapshot_name(self.cur_nimg)
+        classes = {"classes": self.data.classes} if self.cfg.cond and self.data.classes else {}
         checkpoint.save_snapshot(snapshot, self.cfg, {"G_ema": self.G_ema, "G": self.G, "D": self.D},
-                                 {"cur_nimg": self.cur_nimg, "tick": self.tick})
+                                 {"cur_nimg": self.cur_nimg, "tick": self.tick, **classes})
         state = self.state_path(run_dir)
         checkpoint.save_training_state(state, self.state())
         checkpoint.prune_training_states(run_dir, keep_states)
