@@ -70,7 +70,9 @@ def _cli(argv):
     return code, out.getvalue(), err.getvalue()
 
 
-OPTIONS = [f"--{name.replace('_', '-')}" for name in FIELDS] + [
+OPTIONS = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(Config) if f.metadata.get("cli", True)] + [
+    # (Config's cond is no option: the switch --cond, without a value, sets it from the data)
+
     "--preset", "--tick", "--snap", "--keep", "--minutes", "--seed", "--precision", "--device", "--metrics",
     "--metric-every", "--nan-policy", "--resume"]
 
