@@ -198,7 +198,7 @@ def test_the_r1_check_measures_each_weight_tensor_against_its_own_size():
     D, reals = trainer.D, trainer.next_reals()[0]
     bias = D.patch_embed.bias
 
-    def wrong_bias_gradient(x, labels=None):  # the penalty plus a term that moves only the bias's gradient, by 20% of its size
+    def wrong_bias_gradient(x, labels=None):  # the penalty plus a term moving only the bias gradient, by 20% of it
         penalty = r1_penalty(D, x)
         (g,) = torch.autograd.grad(penalty, bias, retain_graph=True)
         return penalty + 0.2 * (bias * g.detach()).sum() - (0.2 * (bias * g.detach()).sum()).detach()
