@@ -8,7 +8,7 @@ sample of CelebA-sized JPEGs (178x218), then times, in images per second:
 - `vitgan prepare` of it to a zip, and `load` of that zip (PNG decoding: once per run);
 - `load` of the JPEGs with CelebA's 108x108 crop and a resize to 64 (once per run);
 - `ImageData.batch` of 128 random images with --mirror: the only data work done per training step;
-- `Trainer.step` of the `cifar10` preset at batch 128 (one D and one G step), after one warm-up step.
+- `Trainer.step` (synchronised) of the `cifar10` preset at batch 128 (one D and one G step), after one warm-up step.
 """
 
 from __future__ import annotations

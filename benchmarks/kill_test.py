@@ -50,12 +50,12 @@ import sys
 from vitgan.cli import main
 from vitgan.training.trainer import Trainer
 progress = open(sys.argv[1], "a", buffering=1)
-step = Trainer.step
+step = Trainer.run_step
 def logged(self):
     stats = step(self)
     progress.write(f"{self.cur_nimg}\\n")
     return stats
-Trainer.step = logged
+Trainer.run_step = logged
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -209,7 +209,7 @@ def test_accumulating_r_rounds_gives_the_gradient_of_one_round_of_r_times_the_im
     for phase, net in (("Dboth", "D"), ("Gmain", "G")):
         terms_one, terms_four = one.accumulate(phase), four.accumulate(phase)
         for name in terms_one:
-            assert terms_four[name] == pytest.approx(terms_one[name], rel=1e-5, abs=1e-7), name
+            assert float(terms_four[name]) == pytest.approx(float(terms_one[name]), rel=1e-5, abs=1e-7), name
         expected, got = _grads(getattr(one, net)), _grads(getattr(four, net))
         assert expected.keys() == got.keys()
         scale = max(g.abs().max().item() for g in expected.values())

@@ -127,7 +127,7 @@ def test_nan_stops_naming_the_term_and_step_and_keeps_the_last_checkpoint(tmp_pa
 def test_nan_in_a_gradient_or_a_weight_is_named(tmp_path, digits, monkeypatch, capsys, term):
     from vitgan.training.trainer import Trainer
 
-    step = Trainer.step
+    step = Trainer.run_step  # the run loop's step, checked once per tick
 
     def poison(self):
         if self.d_steps != 2:  # poison step 3 only, after G's loss (finite) is computed
@@ -144,7 +144,7 @@ def test_nan_in_a_gradient_or_a_weight_is_named(tmp_path, digits, monkeypatch, c
             if term == "grad_g":
                 handle.remove()
 
-    monkeypatch.setattr(Trainer, "step", poison)
+    monkeypatch.setattr(Trainer, "run_step", poison)
     assert main(["train", "--data", str(digits), "--outdir", str(tmp_path / "runs"), *TINY, "--kimg", "0.02"]) == 3
     assert _error(capsys) in (f"vitgan: error: {term} became inf in step 3 (kimg 0.008)",
                               f"vitgan: error: {term} became nan in step 3 (kimg 0.008)")
@@ -248,3 +248,58 @@ def test_kill_test_short_form():
     assert result["kills"] == 5 and result["identical"], result
     assert result["max_lost_nimg"] <= result["checkpoint_interval_nimg"] and result["damaged_in_place"] == 0
     assert out.returncode == 0
+
+
+TINY_NETWORKS = dict(g_dim=32, g_depth=1, g_heads=2, g_mlp_dim=64, z_dim=16, w_dim=16, mapping_layers=1,
+                     g_fourier_dim=8, g_inr_hidden=8, d_dim=32, d_depth=1, d_heads=2, d_mlp_dim=64, batch=4)
+
+
+def test_the_finite_watch_keeps_the_first_non_finite_scalar_until_checked():
+    """FiniteWatch: the first NaN or inf seen (in the order of the step's scalars), with its step and image count,
+    survives later steps' NaNs and finite steps; `check` raises it once (one read) and then starts afresh."""
+    from vitgan.training.trainer import FiniteWatch, NonFiniteError
+
+    watch = FiniteWatch(("loss_d", "grad_d", "loss_g"), torch.device("cpu"))
+    t = lambda *values: dict(zip(watch.names, map(torch.tensor, values), strict=True))  # noqa: E731
+    watch.observe(t(0.5, 1.0, 0.7), step=1, nimg=0)
+    watch.check()  # all finite: nothing to raise
+    watch.observe(t(0.5, float("inf"), float("nan")), step=2, nimg=4)  # grad_d comes first in step order
+    watch.observe(t(float("nan"), 1.0, 0.7), step=3, nimg=8)
+    watch.observe(t(0.5, 1.0, 0.7), step=4, nimg=12)
+    with pytest.raises(NonFiniteError, match=r"^grad_d became inf in step 2 \(kimg 0\.004\)$") as error:
+        watch.check()
+    assert (error.value.term, error.value.step, error.value.nimg) == ("grad_d", 2, 4)
+    watch.check()  # checked: the next check sees only later steps
+    watch.observe(t(0.5, 1.0, float("nan")), step=5, nimg=16)
+    watch.reset()  # a rollback undoes the steps, and their NaNs
+    watch.check()
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(monkeypatch):
+    """Trainer.run_step (the run loop's) queues its work without a host read of any tensor: no .item(), float(),
+    bool(), int() or .tolist() of a tensor, which on CUDA each wait for the device (conditional, with R1 and R2,
+    bCR and DiffAugment, under rpgan's pairing too). Trainer.step, which reads its statistics, does."""
+    from vitgan.data import ImageData
+    from vitgan.training.trainer import Trainer
+
+    def forbidden(name):
+        def read(self, *args, **kwargs):
+            raise AssertionError(f"a host read of a tensor in the training step: Tensor.{name}")
+        return read
+
+    for gan_loss in ("ns", "rpgan"):
+        cfg = presets.get("mnist", **TINY_NETWORKS, gan_loss=gan_loss, r1_gamma=1.0, r2_gamma=1.0, r1_interval=2,
+                          bcr_real=1.0, bcr_fake=1.0, augment="translation,cutout", augment_p=1.0, cond=2)
+        images = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        trainer = Trainer(cfg, ImageData(images, torch.arange(8) % 2, "tiny"), torch.device("cpu"), None)
+        with monkeypatch.context() as patched:
+            for name in ("item", "__float__", "__bool__", "__int__", "tolist"):
+                patched.setattr(torch.Tensor, name, forbidden(name))
+            for _ in range(3):  # R1 and R2 in steps 1 and 3
+                trainer.run_step()
+        trainer.check_finite()
+        for name in ("tolist", "__float__"):  # the check's one read, and the statistics'
+            with monkeypatch.context() as patched:
+                patched.setattr(torch.Tensor, name, forbidden(name))
+                with pytest.raises(AssertionError, match=f"Tensor.{name}"):
+                    trainer.step()

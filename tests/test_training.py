@@ -60,7 +60,7 @@ def test_the_status_line_rate_is_the_ticks(tmp_path, digits, monkeypatch):
     compiling one) slows the first tick only. stats.jsonl's img_per_sec stays the run's mean since it started."""
     from vitgan.training.trainer import Trainer
 
-    step, calls = Trainer.step, []
+    step, calls = Trainer.run_step, []
 
     def slow_first(self):
         if not calls:
@@ -68,7 +68,7 @@ def test_the_status_line_rate_is_the_ticks(tmp_path, digits, monkeypatch):
         calls.append(1)
         return step(self)
 
-    monkeypatch.setattr(Trainer, "step", slow_first)
+    monkeypatch.setattr(Trainer, "run_step", slow_first)
     run = _train(tmp_path, digits, "--kimg", "0.024", "--tick", "0.008")
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     shown = {int(m[1]): m[2] for m in re.finditer(r"^tick (\d+) .*? img/s (\S+)", (run / "log.txt").read_text(),

@@ -5,10 +5,10 @@ Everything is measured in one process, one after the other, so the ratios compar
   discriminator's width, depth, heads, MLP width and token count, built from `nn.TransformerEncoderLayer` (pre-LN,
   GELU, no dropout) with plain patches, dot-product attention and no spectral normalisation;
 - G forward+backward;
-- one full training iteration (`Trainer.step`: a D step with DiffAugment, bCR and lazy R1 as configured, a G step,
-  the EMA update) on random images, and its images/s: the median over the repeats, so an ordinary iteration, not
-  one of the costlier lazy-R1 ones (every r1_interval-th); and the mean of a whole cycle of r1_interval iterations,
-  R1's included (`cycle_ms`, `cycle_images_per_s`: the rate a training run can reach);
+- one full training iteration (`Trainer.run_step`, no host sync: a D step with DiffAugment, bCR and lazy R1 as
+  configured, a G step, the EMA update) on random images, and its images/s: the median over the repeats, so an
+  ordinary iteration, not one of the costlier lazy-R1 ones (every r1_interval-th); and the mean of a whole cycle
+  of r1_interval iterations, R1's included (`cycle_ms`, `cycle_images_per_s`: the rate a training run can reach);
 - the model FLOPs of an ordinary iteration (matrix products, counted by `torch.utils.flop_counter`), hence its achieved
   GFLOP/s, against a 4096^3 matrix product timed in fp32 (and in autocast's bf16 or fp16 when autocast is on);
 - peak memory during the training iterations (timed first, so nothing else has run yet): CUDA's peak allocation,
@@ -89,10 +89,10 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
     trainer = Trainer(cfg, ImageData(images, torch.full((len(images),), -1), "random"), device, amp,
                       preset=preset, compile=compile)
     memory_before = peak_memory_mb(device)
-    step_ms = time_ms(trainer.step, device, warmup=3, repeats=repeats)  # first, so the peak below is the iteration's
+    step_ms = time_ms(trainer.run_step, device, warmup=3, repeats=repeats)  # first: the peak below is the iteration's
     memory_peak = peak_memory_mb(device)
     cycle = cfg.r1_interval if cfg.r1_gamma > 0 else 1  # one lazy-R1 iteration in every cycle
-    cycle_ms = time_ms(lambda: [trainer.step() for _ in range(cycle)], device, warmup=1,
+    cycle_ms = time_ms(lambda: [trainer.run_step() for _ in range(cycle)], device, warmup=1,
                        repeats=max(3, repeats // cycle)) / cycle
     autocast = trainer.autocast
     x = torch.rand(cfg.batch, cfg.channels, cfg.resolution, cfg.resolution, device=device) * 2 - 1

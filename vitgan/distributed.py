@@ -107,14 +107,15 @@ def average_buffers(module: nn.Module, world: World) -> None:
             buffer /= world.size
 
 
-def mean_over_ranks(values: dict[str, float], world: World) -> dict[str, float]:
-    """The mean of each scalar over the ranks (the same keys on every rank)."""
+def mean_over_ranks(values: dict[str, torch.Tensor], world: World) -> dict[str, torch.Tensor]:
+    """The mean of each scalar tensor over the ranks (the same keys on every rank), on the tensors' device: one
+    collective, no host sync."""
     if world.size == 1 or not values:
         return values
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    t = torch.stack([values[k].reshape(()).to(torch.float64) for k in keys])
     dist.all_reduce(t)
-    return {k: float(v) / world.size for k, v in zip(keys, t.tolist(), strict=True)}
+    return {k: v / world.size for k, v in zip(keys, t.unbind(), strict=True)}
 
 
 def gather(obj: Any, world: World) -> list[Any]:

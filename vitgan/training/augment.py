@@ -18,20 +18,24 @@ import torch
 import torch.nn.functional as F
 
 from vitgan.config import parse_policy
+from vitgan.training.device import to_device
 
 
 class Draws:
-    """Random numbers for rows [start, start + n) of a batch of `total` samples (default: the whole batch of n).
+    """Random numbers for rows [start, start + n) of a batch of `total` samples (default: the whole batch of n), on
+    `device` (default: the host's).
 
-    Each draw is made for all `total` rows from `generator` and the shard's rows are kept, so a sample gets the same
-    numbers however the batch is split over ranks: a batch of 2B on one process equals two shards of B.
+    Each draw is made for all `total` rows from `generator` (a host generator) and the shard's rows are kept, so a
+    sample gets the same numbers however the batch is split over ranks and whichever device it trains on: a batch of
+    2B on one process equals two shards of B. They reach `device` without a host sync (`to_device`).
     """
 
-    def __init__(self, generator: torch.Generator | None = None, *, start: int = 0, total: int | None = None) -> None:
-        self.generator, self.start, self.total = generator, start, total
+    def __init__(self, generator: torch.Generator | None = None, *, start: int = 0, total: int | None = None,
+                 device: torch.device | None = None) -> None:
+        self.generator, self.start, self.total, self.device = generator, start, total, device
 
     def _rows(self, t: torch.Tensor, n: int) -> torch.Tensor:
-        return t[self.start:self.start + n]
+        return to_device(t[self.start:self.start + n], self.device)
 
     def rand(self, n: int, *tail: int) -> torch.Tensor:
         return self._rows(torch.rand((self.total or n, *tail), generator=self.generator), n)

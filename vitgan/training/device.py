@@ -29,6 +29,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def to_device(t: torch.Tensor, device: torch.device | None) -> torch.Tensor:
+    """A host tensor on `device` without a host sync: on CUDA through pinned memory with a non-blocking copy (a
+    pageable one waits for every kernel queued before it), elsewhere a plain copy; None leaves it where it is."""
+    if device is None or t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def auto_precision(device_type: str, has_bf16: bool) -> torch.dtype | None:
     """`--precision auto`: bf16 where the hardware has bf16 matrix units, else fp16 (with a gradient scaler) on CUDA,
     else None (plain fp32)."""

@@ -254,13 +254,16 @@ class TrainingLoop:
         self.start_time, self.start_nimg = time.time(), trainer.cur_nimg
         self.tick_start_time, self.tick_start_nimg = self.start_time, trainer.cur_nimg
         self.maintenance_s = 0.0  # the previous end_tick's own time: the per-tick work off the training steps
-        self.sums: dict[str, float] = {}  # the tick's step statistics, summed, and "steps"
+        self.sums: dict[str, torch.Tensor | float] = {}  # the tick's step statistics, summed, and "steps"
         self.before_first_step = copy.deepcopy(trainer.state()) if trainer.compiled else None
 
     def run(self) -> None:
         self.end_tick(final=False)  # the starting point's sample grid
-        while not self.should_stop():
-            self.step()
+        while True:
+            while not self.should_stop():
+                self.step()
+            if self.checked():  # the last tick's steps (after a rollback: train on)
+                break
         if self.trainer.cur_nimg > self.tick_start_nimg:
             self.trainer.tick += 1
         self.end_tick(final=True)
@@ -272,16 +275,24 @@ class TrainingLoop:
             time.time() - self.start_time >= self.opts.minutes * 60, self.world)
         return done or out_of_time
 
-    def step(self) -> None:
-        """One Trainer step, its statistics added to the tick's; the tick ends where its length is crossed."""
-        trainer = self.trainer
+    def checked(self) -> bool:
+        """Whether the steps since the last check were finite (one sync): if not, the run stops naming the first
+        non-finite term and its step, or under --nan-policy rollback returns to `last_good` (False)."""
         try:
-            stats = trainer.step()
+            self.trainer.check_finite()
         except NonFiniteError as error:
             if self.opts.nan_policy != "rollback":
                 raise
             self.roll_back(error)
-            return
+            return False
+        return True
+
+    def step(self) -> None:
+        """One Trainer step (no host sync), its statistics added to the tick's on the device; the tick ends, its
+        steps checked for NaN and inf, where its length is crossed."""
+        trainer = self.trainer
+        try:
+            stats = trainer.run_step()
         except Exception as error:  # the compiled first step failed (no C++ compiler, ...): retried uncompiled,
             if self.before_first_step is None:  # where a fault that is not the compiler's shows again
                 raise
@@ -294,7 +305,8 @@ class TrainingLoop:
         for key, value in stats.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
         self.sums["steps"] = self.sums.get("steps", 0) + 1
-        if crossed(self.tick_start_nimg, trainer.cur_nimg, self.tick_nimg) and trainer.cur_nimg < self.total_nimg:
+        tick_ends = crossed(self.tick_start_nimg, trainer.cur_nimg, self.tick_nimg)
+        if tick_ends and trainer.cur_nimg < self.total_nimg and self.checked():
             trainer.tick += 1
             self.end_tick(final=False)
 
@@ -332,7 +344,7 @@ class TrainingLoop:
         row["sec_per_kimg"] = (now - self.tick_start_time) / ((trainer.cur_nimg - self.tick_start_nimg) / 1000)
         row["img_per_sec"] = self.mean_rate(now)
         row["maintenance_s"] = self.maintenance_s
-        row.update({key: value / steps for key, value in self.sums.items()})
+        row.update({key: float(value) / steps for key, value in self.sums.items()})  # the tick's one sync of them
         row["g_z_std"] = float(images.std(dim=0).mean())  # G_ema's per-pixel spread across z
         row["d_sigma_max"] = max(largest_singular_values(trainer.D).values())  # D's instability signal
         return row

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from vitgan.networks import Generator, build_discriminator
 from vitgan.sampling import generate
 from vitgan.training import checkpoint
 from vitgan.training.augment import Draws
+from vitgan.training.device import to_device
 from vitgan.training.loss import D_TERMS, G_TERMS, CheckedR1, Phase, ViTGANLoss, r1_penalty
 
 
@@ -39,13 +39,36 @@ def total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))) if tensors else torch.zeros(())
 
 
-def check_finite(terms: dict[str, torch.Tensor], step: int, nimg: int) -> None:
-    """One sync for all the step's scalars; raise NonFiniteError naming the first non-finite one, in step order."""
-    values = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
-    if not bool(torch.isfinite(values).all()):
-        for name, value in zip(terms, values.tolist(), strict=True):
-            if not math.isfinite(value):
-                raise NonFiniteError(name, value, step, nimg)
+class FiniteWatch:
+    """The first non-finite scalar of a run's steps, kept on the device so that a step needs no host sync:
+    `observe` each step's scalars (`names`: loss terms, gradient and weight norms, in the order the step computes
+    them), and `check` once in a while (the run loop: once per tick, one sync) raises NonFiniteError naming the first
+    scalar that became NaN or inf, its value, and the step and image count where it did; a later step's NaN does not
+    overwrite it."""
+
+    def __init__(self, names: tuple[str, ...], device: torch.device) -> None:
+        self.names, self.device = names, device
+        self.reset()
+
+    def reset(self) -> None:
+        """Nothing seen yet (a new run, or one rolled back to a good state)."""
+        # (step, image count, index into names, value) of the first non-finite scalar; step -1: none yet
+        self.first = torch.tensor([-1.0, 0.0, 0.0, 0.0], dtype=torch.float64, device=self.device)
+
+    def observe(self, scalars: dict[str, torch.Tensor], step: int, nimg: int) -> None:
+        values = torch.stack([scalars[name].detach().reshape(()).to(torch.float64) for name in self.names])
+        bad = ~torch.isfinite(values)
+        index = torch.argmax(bad.to(torch.uint8))  # the first non-finite one, in step order
+        where = [torch.full((), n, dtype=torch.float64, device=values.device) for n in (step, nimg)]  # no copy
+        found = torch.stack([*where, index.to(torch.float64), values[index]])
+        self.first = torch.where(bad.any() & (self.first[0] < 0), found, self.first)
+
+    def check(self) -> None:
+        """One sync: raise NonFiniteError for the first non-finite scalar observed since the last check (or reset)."""
+        step, nimg, index, value = self.first.tolist()
+        if step >= 0:
+            self.reset()
+            raise NonFiniteError(self.names[int(index)], value, int(step), int(nimg))
 
 
 def images_per_step(cfg: Config) -> int:
@@ -150,15 +173,16 @@ class Trainer:
         # fp16 autocast: one gradient scaler per optimiser (disabled otherwise, where each call is a no-op)
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-        self.loss = ViTGANLoss(cfg, self.G, self.D, draws=self._draws, G_run=self.G_run, D_run=self.D_run,
+        self.loss = ViTGANLoss(cfg, self.G, self.D, draws=self._device_draws, G_run=self.G_run, D_run=self.D_run,
                                R1_run=self.R1_run, autocast=self.autocast)
         self.cur_nimg = 0
         self.tick = 0
         self.d_steps = 0
-        self.ada_r: list[float] = []  # ADA: r of each D step since its last adjustment
+        self.ada_r: list[torch.Tensor | float] = []  # ADA: r of each D step since its last adjustment
         self.rng = torch.Generator().manual_seed(seed)  # the per-sample randomness, the same on every rank
         self.order = torch.randperm(len(data), generator=self.rng)
         self.position = 0
+        self.watch = FiniteWatch(D_TERMS + ("grad_d", "weights_d") + G_TERMS + ("grad_g", "weights_g"), device)
         # the last D step's reals and their labels, one batch per round (rpgan's G step)
         self.last_reals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -170,9 +194,14 @@ class Trainer:
         self.R1_run = self.loss.R1_run = functools.partial(r1_penalty, self.D)
 
     # --- one round's share of the batch ---
-    def _draws(self) -> Draws:
-        """Random numbers for this rank's rows of one round (batch_gpu x ranks samples)."""
-        return Draws(self.rng, start=self.world.rank * self.batch_gpu, total=self.batch_gpu * self.world.size)
+    def _draws(self, device: torch.device | None = None) -> Draws:
+        """Random numbers for this rank's rows of one round (batch_gpu x ranks samples), on the host or `device`."""
+        return Draws(self.rng, start=self.world.rank * self.batch_gpu, total=self.batch_gpu * self.world.size,
+                     device=device)
+
+    def _device_draws(self) -> Draws:
+        """The loss's random numbers (latents, augmentation): drawn on the host, queued to the run's device."""
+        return self._draws(self.device)
 
     def next_reals(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's rows of the next round of a shuffled pass over the data (a new shuffle per pass): the images
@@ -188,10 +217,10 @@ class Trainer:
             needed -= take
         mine = torch.cat(picked)[self.world.rank * self.batch_gpu:][:self.batch_gpu]
         flip = self._draws().rand(self.batch_gpu) < 0.5 if self.mirror else None
-        return self.data.batch(mine, flip=flip).to(self.device), self.data.labels[mine].to(self.device)
+        return to_device(self.data.batch(mine, flip=flip), self.device), to_device(self.data.labels[mine], self.device)
 
     def _z(self) -> torch.Tensor:
-        return self._draws().randn(self.batch_gpu, self.cfg.z_dim).to(self.device)
+        return self._device_draws().randn(self.batch_gpu, self.cfg.z_dim)
 
     def _fake_labels(self) -> dict[str, torch.Tensor]:
         """A conditional run's labels for this round's fakes, {"c": (batch_gpu,)}: those of uniformly drawn training
@@ -199,7 +228,7 @@ class Trainer:
         if not self.cfg.cond:
             return {}
         index = self._draws().randint(0, len(self.data), self.batch_gpu)
-        return {"c": self.data.labels[index].to(self.device)}
+        return {"c": to_device(self.data.labels[index], self.device)}
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The run's precision: autocast to its dtype, or nothing under fp32."""
@@ -214,7 +243,7 @@ class Trainer:
         penalised = self.cfg.r1_gamma > 0 or self.cfg.r2_gamma > 0
         return "Dboth" if penalised and self.d_steps % self.cfg.r1_interval == 0 else "Dmain"
 
-    def accumulate(self, phase: Phase) -> dict[str, float]:
+    def accumulate(self, phase: Phase) -> dict[str, torch.Tensor]:
         """The gradient of `phase`'s network (D for D's phases, G for Gmain; the other frozen) on one batch: this
         rank's share, in `rounds` rounds of `batch_gpu` images, each round's loss divided by the rounds, then averaged
         over the ranks; under fp16 the gradient of the loss times the network's scaler's scale. Returns the terms and
@@ -224,7 +253,7 @@ class Trainer:
         other.requires_grad_(False)
         net.requires_grad_(True)
         net.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         relativistic_g = phase == "Gmain" and self.cfg.gan_loss == "rpgan"
         if phase != "Gmain":
             self.last_reals = []  # this D step's, round by round
@@ -241,13 +270,13 @@ class Trainer:
                 self.last_reals.append((reals, real_c))
             total, terms, stats = self.loss(phase, **batch)
             scaler.scale(total / self.rounds).backward()
-            for key, value in {**terms, **stats}.items():
-                sums[key] = sums.get(key, 0.0) + value.item() / self.rounds
+            for key, value in {**terms, **stats}.items():  # on the device: no sync
+                sums[key] = sums.get(key, 0.0) + value.detach().float() / self.rounds
         distributed.average_gradients(net, self.world)
         return distributed.mean_over_ranks(sums, self.world)
 
     def _optimise(self, phase: Phase, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, name: str
-                  ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """One optimiser step of `phase`'s network: its terms, and for the finiteness check the norms of the averaged
         (unscaled) gradient and of the updated weights. A step that fp16's scaler skips (inf or NaN in the scaled
         gradient; it lowers its scale) is no error: no update, and its gradient norm counts as 0."""
@@ -266,17 +295,18 @@ class Trainer:
         norms[f"weights_{name}"] = total_norm(list(net.parameters()))
         return stats, norms
 
-    def step(self) -> dict[str, float]:
-        """`d_steps_per_g` D steps and one G step; the D terms returned are averaged over the D steps. Raises
-        NonFiniteError if a loss term, the total gradient norm or the weights of D or G hold NaN or inf (checked in
-        that order, with one sync for the whole step; a NaN in an earlier D step reaches the last one's weights; a
-        gradient overflow that fp16's scaler skips is not checked)."""
+    def run_step(self) -> dict[str, torch.Tensor | float]:
+        """`d_steps_per_g` D steps and one G step with no host sync (on CUDA, every kernel is queued and the host runs
+        ahead; fp16's scaler and ADA's adjustment excepted): the D terms returned are averaged over the D steps, as
+        tensors on the device. Each step's loss terms, total gradient norms and weight norms of D and G go to
+        `watch`, which keeps the first that is NaN or inf (in that order; a NaN in an earlier D step reaches the
+        last one's weights; a gradient overflow that fp16's scaler skips is not one) for `check_finite`."""
         cfg, start_nimg = self.cfg, self.cur_nimg
         warmup = lr_warmup(cfg, self.cur_nimg)
         for opt, lr in ((self.opt_g, cfg.g_lr), (self.opt_d, cfg.d_lr)):
             for group in opt.param_groups:  # this run's rate (a resumed or rolled-back run's, not the checkpoint's)
                 group["lr"] = lr * warmup
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         for _ in range(cfg.d_steps_per_g):
             stats_d, norms_d = self._optimise(self.d_phase(), self.opt_d, self.scaler_d, "d")
             self.d_steps += 1
@@ -285,25 +315,34 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value / cfg.d_steps_per_g
         stats_d = sums
         stats_g, norms_g = self._optimise("Gmain", self.opt_g, self.scaler_g, "g")
-        def on_device(stats: dict[str, float], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-            return {name: torch.tensor(stats[name], device=self.device) for name in names}  # beside the norms
-
-        check_finite({**on_device(stats_d, D_TERMS), **norms_d, **on_device(stats_g, G_TERMS), **norms_g},
-                     self.d_steps, start_nimg)
+        self.watch.observe({**stats_d, **norms_d, **stats_g, **norms_g}, self.d_steps, start_nimg)
         distributed.average_buffers(self.G, self.world)  # w_avg, tracked by each rank from its own latents
         self.cur_nimg += images_per_step(cfg)
         update_ema(self.G_ema, self.G, ema_beta(cfg, self.cur_nimg))
-        return {**stats_d, **stats_g, "grad_d": float(norms_d["grad_d"]), "grad_g": float(norms_g["grad_g"]),
+        return {**stats_d, **stats_g, "grad_d": norms_d["grad_d"], "grad_g": norms_g["grad_g"],
                 "augment_p": self.loss.augment_p}
 
-    def _adapt(self, stats_d: dict[str, float]) -> None:
+    def check_finite(self) -> None:
+        """One sync: raise NonFiniteError naming the first loss term, gradient or weight norm that became NaN or inf
+        in a step since the last check (or the start, or a rollback), with that step and its image count."""
+        self.watch.check()
+
+    def step(self) -> dict[str, float]:
+        """`run_step`, checked (NonFiniteError if it, or an earlier unchecked step, was not finite) and its
+        statistics as numbers: one sync per step, for callers that look at every step (the run loop checks once per
+        tick instead)."""
+        stats = self.run_step()
+        self.check_finite()
+        return {key: float(value) for key, value in stats.items()}
+
+    def _adapt(self, stats_d: dict[str, torch.Tensor]) -> None:
         """ADA (ada_target > 0): collect r = E[sign(D(augmented real))] of this D step (the mean over every rank's
         reals, so all ranks move p alike) and every ADA_INTERVAL D steps move the augmentation probability."""
         if self.cfg.ada_target <= 0:
             return
         self.ada_r.append(stats_d["real_sign"])
         if len(self.ada_r) == ADA_INTERVAL:
-            r = sum(self.ada_r) / len(self.ada_r)
+            r = float(sum(self.ada_r)) / len(self.ada_r)  # one sync per adjustment
             self.loss.augment_p = ada_adjust(self.cfg, self.loss.augment_p, r, self.cfg.batch * len(self.ada_r))
             self.ada_r = []
 
@@ -324,12 +363,13 @@ class Trainer:
             "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),  # {} without fp16
             "cur_nimg": self.cur_nimg, "tick": self.tick, "d_steps": self.d_steps,
             "data": {"order": self.order, "position": self.position},
-            "augment": {"policy": self.cfg.augment, "p": self.loss.augment_p, "ada_r": list(self.ada_r)},
+            "augment": {"policy": self.cfg.augment, "p": self.loss.augment_p, "ada_r": [float(r) for r in self.ada_r]},
             "rng": checkpoint.rng_state(),
             "sample_rng": self.rng.get_state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        self.watch.reset()  # the steps after `state` are undone, their NaNs with them
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.G_ema.load_state_dict(state["G_ema"])
