@@ -148,7 +148,7 @@ def test_compiled_training_matches_eager_training(precision):
 def _compile_r1_as(wrong_factor: float):
     """A torch.compile that leaves the networks as they are and makes R1's "compiled" form the eager penalty times
     `wrong_factor`: R1's self-check without compiling anything."""
-    def fake_compile(fn):
+    def fake_compile(fn, **options):
         if isinstance(fn, nn.Module):
             return fn
         return lambda x, *labels: fn(x, *labels) * wrong_factor
@@ -225,3 +225,34 @@ def test_compiled_r1_matches_eager_on_the_mnist_preset_d():
             trainer.step()
     print("mnist D:", *results)
     assert all(result.ok for result in results), results
+
+
+class _Off(nn.Module):
+    """A "compiled" network whose output is the true one times `factor`."""
+
+    def __init__(self, net: nn.Module, factor: float) -> None:
+        super().__init__()
+        self.net, self.factor = net, factor
+
+    def forward(self, *args, **kwargs):
+        return self.net(*args, **kwargs) * self.factor
+
+
+@pytest.mark.parametrize(("factor", "ok"), [(1.0, True), (1.001, False)])
+def test_step_difference_tells_a_compiled_step_that_trains_otherwise(monkeypatch, factor, ok):
+    """vitgan.training.equality.step_difference (what benchmarks/gpu_check.sh runs on CUDA for each compile mode):
+    from the same state, a "compiled" Trainer whose G and D are exact is within every fp32 tolerance (all
+    differences 0: the same kernels); one whose G and D outputs are 0.1% off is not (its gradients differ by ~1e-3,
+    ten times the fp32 tolerance)."""
+    from vitgan.training.equality import TOLERANCES, step_difference
+
+    eager = _trainer(False)
+    eager.step()  # a state that is not the start
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: _Off(fn, factor) if isinstance(fn, nn.Module) else fn)
+    compiled = _trainer(True)
+    result = step_difference(eager, compiled, "fp32")
+    assert result["ok"] is ok, result
+    if ok:
+        assert result["scalars"] == result["grads"] == result["weights"] == result["buffers"] == 0
+    else:
+        assert result["grads"] > 5 * TOLERANCES["fp32"]["grads"]

@@ -461,7 +461,7 @@ def test_compiling_is_automatic_for_long_cpu_runs_and_falls_back(tmp_path, digit
     --no-compile and --compile pin it. A compiled first step that fails (no C++ compiler, ...) is retried
     uncompiled from the same state: the run ends exactly where an uncompiled one does."""
     compiled = []
-    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    monkeypatch.setattr(torch, "compile", lambda module, **options: compiled.append(module) or module)
     _train(tmp_path, digits, "--kimg", "0.004", "--tick", "1")
     assert compiled == []
     _train(tmp_path, digits, "--kimg", "20", "--minutes", "0.001", "--tick", "1")
@@ -473,7 +473,7 @@ def test_compiling_is_automatic_for_long_cpu_runs_and_falls_back(tmp_path, digit
         def forward(self, *args, **kwargs):
             raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
 
-    monkeypatch.setattr(torch, "compile", lambda module: Broken())
+    monkeypatch.setattr(torch, "compile", lambda module, **options: Broken())
     fallback = _train(tmp_path, digits, "--kimg", "0.008", "--tick", "1", "--compile")
     plain = _train(tmp_path, digits, "--kimg", "0.008", "--tick", "1")
     assert "torch.compile failed (RuntimeError: 'InvalidCxxCompiler" in (fallback / "log.txt").read_text()

@@ -7,6 +7,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 
@@ -27,6 +28,10 @@ def resolve_device(name: str) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return device
+
+
+# torch.compile's modes that `--compile-mode` may name (reduce-overhead: CUDA graphs, on CUDA only)
+CompileMode = Literal["default", "max-autotune-no-cudagraphs", "reduce-overhead"]
 
 
 def to_device(t: torch.Tensor, device: torch.device | None) -> torch.Tensor:

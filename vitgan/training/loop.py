@@ -112,7 +112,7 @@ def train(cfg: Config, opts: RunOptions, resume_state: dict[str, Any] | None = N
     random.seed(opts.seed + world.rank)
     compile = opts.compile if opts.compile is not None else long_cpu_run(cfg, device.type)
     trainer = Trainer(cfg, data, device, amp, preset=opts.preset, mirror=opts.mirror, compile=compile,
-                      seed=opts.seed, world=world, batch_gpu=opts.batch_gpu)
+                      compile_mode=opts.compile_mode, seed=opts.seed, world=world, batch_gpu=opts.batch_gpu)
     if resume_state is not None:
         trainer.load_state(resume_state)
     # --nan-policy rollback returns to the newest state written by this run, else to the one it started from

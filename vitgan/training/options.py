@@ -14,7 +14,7 @@ from typing import Literal
 
 from vitgan.config import Config, ConfigError, check_types, nearest_multiples, option
 from vitgan.metrics.inception import WEIGHTS_NAME
-from vitgan.training.device import resolve_device
+from vitgan.training.device import CompileMode, resolve_device
 
 AUTO_COMPILE_KIMG = 20.0  # a run on the CPU this long (or longer) is compiled unless --no-compile
 MAX_ROLLBACKS = 3  # --nan-policy rollback gives up after this many rollbacks in one run
@@ -56,6 +56,10 @@ class RunOptions:
                                   f"for runs of at least {AUTO_COMPILE_KIMG:g} kimg, where its one to three minutes "
                                   "of compiling pay back (a 2-thread mnist iteration ran 1.53x faster); a run whose "
                                   "compiling fails goes on without it")
+    compile_mode: CompileMode = option(
+        "default", "torch.compile's mode with --compile: default; max-autotune-no-cudagraphs (longer compiling, tuned "
+        "kernels); reduce-overhead (CUDA graphs: each step's kernels replayed as one launch; CUDA only). "
+        "benchmarks/gpu_check.sh measures each on a GPU")
     ranks: int | None = option(None, "on a CPU: local data-parallel processes that share every batch, the cores "
                                "split between them (`vitgan train` starts them through torchrun; the same training "
                                f"as one process). By default, for runs of at least {AUTO_COMPILE_KIMG:g} kimg on a "

@@ -22,7 +22,7 @@ from vitgan.networks import Generator, build_discriminator
 from vitgan.sampling import generate
 from vitgan.training import checkpoint
 from vitgan.training.augment import Draws
-from vitgan.training.device import to_device
+from vitgan.training.device import CompileMode, to_device
 from vitgan.training.loss import D_TERMS, G_TERMS, CheckedR1, Phase, ViTGANLoss, r1_penalty
 
 
@@ -136,8 +136,9 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, data: ImageData, device: torch.device, amp: torch.dtype | None, *,
-                 preset: str = "custom", mirror: bool = False, compile: bool = False, seed: int = 0,
-                 world: World | None = None, batch_gpu: int | None = None) -> None:
+                 preset: str = "custom", mirror: bool = False, compile: bool = False,
+                 compile_mode: CompileMode = "default", seed: int = 0, world: World | None = None,
+                 batch_gpu: int | None = None) -> None:
         self.cfg, self.data, self.device, self.amp, self.preset = cfg, data, device, amp, preset
         self.mirror, self.world = mirror, world or World()
         ranks = self.world.size
@@ -155,9 +156,15 @@ class Trainer:
         for net in (self.G, self.D):
             distributed.broadcast_module(net, self.world)  # every rank starts from rank 0's weights
         # what the steps call: the networks themselves, or their torch.compile'd forms (same parameters)
+        if compile and compile_mode == "reduce-overhead" and device.type != "cuda":
+            raise ConfigError(f"compile_mode: reduce-overhead replays CUDA graphs and needs a CUDA device, not "
+                              f"{device.type}")
         self.compiled = compile
-        self.G_run: nn.Module = torch.compile(self.G) if compile else self.G
-        self.D_run: nn.Module = torch.compile(self.D) if compile else self.D
+        # CUDA graphs (reduce-overhead): a step's outputs are dead once the next begins, as each round tells them
+        self.cudagraphs = compile and compile_mode == "reduce-overhead"
+        mode = None if compile_mode == "default" else compile_mode
+        self.G_run: nn.Module = torch.compile(self.G, mode=mode) if compile else self.G
+        self.D_run: nn.Module = torch.compile(self.D, mode=mode) if compile else self.D
         r1 = functools.partial(r1_penalty, self.D)  # R1's penalty, with the double backward of its gradient
         # compiled, R1 checks itself against the eager form on its first batch and falls back to it where they differ
         self.log: Callable[[str], None] = warnings.warn  # where the Trainer reports (the run loop: its log)
@@ -258,6 +265,8 @@ class Trainer:
         if phase != "Gmain":
             self.last_reals = []  # this D step's, round by round
         for i in range(self.rounds):
+            if self.cudagraphs:
+                torch.compiler.cudagraph_mark_step_begin()
             if phase == "Gmain":
                 batch = {"z": self._z(), **self._fake_labels()}
                 if relativistic_g:
