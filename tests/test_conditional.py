@@ -90,6 +90,25 @@ def test_projection_term_is_the_embedding_dotted_with_the_final_feature(arch):
         D(x)
 
 
+def test_hidden_projection_is_psi_of_phi_plus_the_embedding_dotted_with_phi():
+    """d_projection hidden: logit = w2 . a + b2 + <E[:, c], a> with a = LeakyReLU(W1 [h; mbstd] + b1), the MLP
+    head's hidden layer (Miyato and Koyama's psi(phi(x)) + <embed(c), phi(x)>, psi the head's last linear layer),
+    computed here from the head's applied weights and the class token after D's last LayerNorm."""
+    torch.manual_seed(0)
+    D = Discriminator(_cfg(d_projection="hidden", d_mbstd=False)).eval()
+    seen = {}
+    D.norm.register_forward_hook(lambda module, args, out: seen.update(h=out))
+    x, c = torch.randn(4, 1, 32, 32), torch.tensor([0, 4, 9, 4])
+    logits = D(x, c)
+    first, last = D.head[0], D.head[-1]
+    a = torch.nn.functional.leaky_relu(seen["h"] @ first.weight.T + first.bias, 0.2)
+    E = D.projection.embed.weight
+    expected = a @ last.weight[0] + last.bias[0] + (E[:, c].T * a).sum(dim=1)
+    torch.testing.assert_close(logits, expected)
+    with pytest.raises(ConfigError, match="d_projection: 'hidden' needs the ViT D's MLP head"):
+        _cfg(d_projection="hidden", d_head="linear")
+
+
 def test_vit_projection_embedding_is_isn_normalised():
     """ISN holds the embedding matrix's spectral norm at its value at initialisation, as every other layer of D."""
     torch.manual_seed(0)

@@ -121,6 +121,13 @@ RUN_SWITCHES = {"cond"}
 
 RECIPES.append(Variant("cond", {"cond": "true"}, "compare",
                        "class-conditional (--cond): the label embedded beside z in G's mapping, a projection D"))
+# The screen of issue 28 (class agreement at 50 kimg): the conditional model with the relativistic objective
+RECIPES.append(Variant("cond-rpgan", {"cond": "true", **rpgan("1")}, "compare",
+                       "class-conditional with RpGAN + R1 + R2 (gamma 1): the pairing against dropped classes"))
+RECIPES.append(Variant("cond-hidden", {"cond": "true", "d_projection": "hidden"}, "compare",
+                       "class-conditional, the projection on the MLP head's hidden layer (Miyato's phi(x))"))
+RECIPES.append(Variant("cond-b8", {"cond": "true", "batch": "8"}, "compare",
+                       "class-conditional at batch 8: twice the optimiser steps per image"))
 
 GROUPS = {"paper": PAPER, "recipe": unique("recipe", RECIPES), "stacked": STACKED}
 

@@ -98,5 +98,9 @@ class Discriminator(nn.Module):
         feature = cls
         if self.mbstd is not None:
             cls = self.mbstd(cls[:, :, None, None], segments).flatten(1)  # (B, dim + 1)
-        logits = self.head(cls).squeeze(-1)
+        if self.cfg.d_projection == "hidden":  # the MLP head's hidden layer, the input of its last linear layer
+            feature = self.head[:-1](cls)
+            logits = self.head[-1](feature).squeeze(-1)
+        else:
+            logits = self.head(cls).squeeze(-1)
         return logits if self.projection is None else logits + self.projection(feature, c)
