@@ -3,10 +3,10 @@
     python benchmarks/gpu_check.py digits DIR            # the bundled digits as 32x32 PNGs (trained as RGB)
     python benchmarks/gpu_check.py summary OUT RUN [EXIT] # bench lines, run, samples -> OUT/summary.json
 
-`summary` reads OUT/bench.jsonl (its `vitgan bench` lines), the run folder's stats.jsonl and its last snapshot, and
-writes OUT/summary.json: images/s and model FLOP utilisation against the card's published dense peak, whether D's
-real and fake logits separated, G's spread across z, and the digit FID / classes of 5,000 samples (RGB averaged to
-grey, against all 5,000 digits). It prints the same as one JSON line.
+`summary` reads OUT/bench.jsonl (its `vitgan bench` lines), OUT/step.jsonl (gpu_step.py's), the run folder's
+stats.jsonl and its last snapshot, and writes OUT/summary.json: images/s and model FLOP utilisation against the
+card's published dense peak, whether D's real and fake logits separated, G's spread across z, and the digit FID /
+classes of 5,000 samples (RGB averaged to grey, against all 5,000 digits). It prints the same as one JSON line.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def summary(out: Path, run: Path, exit_code: int = 0) -> dict:
                                 "iteration_vs_gemm": row.get(vs_gemm),
                                 "peak_tflops": tflops,
                                 "mfu": row["iteration_gflops_per_s"] / (tflops * 1000) if tflops else None})
+    step = out / "step.jsonl"  # gpu_step.py's side-by-side lines, as they are
+    result["step"] = [{k: v for k, v in row.items() if k not in ("device", "torch", "gemm_gflops_per_s")}
+                      for row in read_jsonl(step)] if step.exists() else []
     rows = read_jsonl(run / "stats.jsonl")
     last = rows[-1]
     result["training"] = {k: last.get(k) for k in ("kimg", "img_per_sec", "loss_d", "loss_g", "logits_real",
