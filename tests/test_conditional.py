@@ -109,6 +109,30 @@ def test_hidden_projection_is_psi_of_phi_plus_the_embedding_dotted_with_phi():
         _cfg(d_projection="hidden", d_head="linear")
 
 
+@pytest.mark.parametrize("arch", ["vit", "cnn"])
+def test_centered_projection_is_the_embedding_less_its_class_mean_times_the_gain(arch):
+    """d_projection centered, d_projection_gain g: logit = head(h) + g <E[:, c] - mean_k E[:, k], h>. Computed from
+    the head alone (the same D with the projection switched off) and the embedding's applied weight."""
+    torch.manual_seed(0)
+    cfg = _cfg(d_arch=arch, d_cnn_base=64, d_cnn_max=8, d_projection="centered", d_projection_gain=2.5)
+    D = (Discriminator if arch == "vit" else CNNDiscriminator)(cfg).eval()
+    seen = {}
+    layer = D.norm if arch == "vit" else D.fc
+    layer.register_forward_hook(lambda module, args, out: seen.update(h=out))
+    x, c = torch.randn(4, 1, 32, 32), torch.tensor([0, 4, 9, 4])
+    logits = D(x, c)
+    h = seen["h"] if arch == "vit" else torch.nn.functional.leaky_relu(seen["h"], 0.2) * math.sqrt(2)
+    class Nothing(nn.Module):
+        def forward(self, h, c):
+            return torch.zeros(())
+
+    projection, D.projection = D.projection, Nothing()
+    head = D(x, c)  # the head's part alone
+    E = projection.embed.weight
+    expected = head + 2.5 * ((E[:, c] - E.mean(dim=1, keepdim=True)).T * h).sum(dim=1)
+    torch.testing.assert_close(logits, expected)
+
+
 def test_vit_projection_embedding_is_isn_normalised():
     """ISN holds the embedding matrix's spectral norm at its value at initialisation, as every other layer of D."""
     torch.manual_seed(0)

@@ -91,10 +91,14 @@ class Config:
                              "Transformers to 22 Billion Parameters'). L2 attention keeps q = k tied")
     d_head: Literal["linear", "mlp"] = option("linear", "ViT D: the logit from the class token through one linear "
                                               "layer, or a 2-layer MLP (the authors' D head)")
-    d_projection: Literal["feature", "hidden"] = option(
-        "feature", "ViT D with cond: the feature h of the projection term <embed(c), h>: the class token's final "
-        "feature (the head's input), or the hidden layer of the MLP head (d_head mlp), the feature its last linear "
-        "layer reads, as in Miyato and Koyama's logit psi(phi(x)) + <embed(c), phi(x)> with psi linear")
+    d_projection: Literal["feature", "hidden", "centered"] = option(
+        "feature", "D with cond: the projection term <embed(c), h>, h the class token's final feature (the head's "
+        "input; the CNN D's last hidden feature); hidden: h the hidden layer of the ViT D's MLP head (d_head mlp), "
+        "the feature its last linear layer reads, as in Miyato and Koyama's logit psi(phi(x)) + <embed(c), phi(x)> "
+        "with psi linear; centered: h the final feature and the embedding taken relative to the mean over classes, "
+        "<embed(c) - mean_k embed(k), h> (the head alone says how real; the embedding's norm, held by ISN, goes to "
+        "what tells the classes apart)")
+    d_projection_gain: float = option(1.0, "D with cond: the projection term times this")
     d_mbstd: bool = option(False, "ViT D: append the minibatch standard deviation of the class token to the head's "
                            "input")
     d_mbstd_group: int = option(4, "minibatch-std group size (ViT D with d_mbstd, and CNN D): the standard deviation "
@@ -172,7 +176,7 @@ class Config:
         need(self.cond != 1, "cond", "must be 0 (unconditional) or at least 2 classes")
         need(not self.cond or self.d_pack == 1, "d_pack", "must be 1 with cond: a pack has one logit but a label "
              "per image")
-        need(self.d_projection == "feature" or (self.d_arch == "vit" and self.d_head == "mlp"), "d_projection",
+        need(self.d_projection != "hidden" or (self.d_arch == "vit" and self.d_head == "mlp"), "d_projection",
              "needs the ViT D's MLP head (d_arch vit, d_head mlp): only it has a hidden layer")
         need(self.resolution % self.g_patch == 0, "g_patch", f"must divide resolution={self.resolution}")
         need(self.g_dim % self.g_heads == 0, "g_heads", f"must divide g_dim={self.g_dim}")

@@ -126,6 +126,10 @@ RECIPES.append(Variant("cond-rpgan", {"cond": "true", **rpgan("1")}, "compare",
                        "class-conditional with RpGAN + R1 + R2 (gamma 1): the pairing against dropped classes"))
 RECIPES.append(Variant("cond-hidden", {"cond": "true", "d_projection": "hidden"}, "compare",
                        "class-conditional, the projection on the MLP head's hidden layer (Miyato's phi(x))"))
+RECIPES.append(Variant("cond-centered", {"cond": "true", "d_projection": "centered"}, "compare",
+                       "class-conditional, the projection's embedding relative to its mean over classes"))
+RECIPES.append(Variant("cond-gain4", {"cond": "true", "d_projection_gain": "4"}, "compare",
+                       "class-conditional, the projection term times 4"))
 RECIPES.append(Variant("cond-b8", {"cond": "true", "batch": "8"}, "compare",
                        "class-conditional at batch 8: twice the optimiser steps per image"))
 

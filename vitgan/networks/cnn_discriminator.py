@@ -56,7 +56,8 @@ class CNNDiscriminator(nn.Module):
         self.conv = nn.Conv2d(ch(4) + 1, ch(4), 3, padding=1)
         self.fc = nn.Linear(ch(4) * 16, ch(4))
         self.out = nn.Linear(ch(4), 1)
-        self.projection = ClassProjection(cfg.cond, ch(4)) if cfg.cond else None
+        self.projection = ClassProjection(cfg.cond, ch(4), centered=cfg.d_projection == "centered",
+                                          gain=cfg.d_projection_gain) if cfg.cond else None
 
     mixes_samples = True  # the minibatch-std layer makes a sample's logit depend on its batch
 

@@ -77,7 +77,8 @@ class Discriminator(nn.Module):
             self.head = nn.Sequential(linear(features, cfg.d_dim), nn.LeakyReLU(0.2), linear(cfg.d_dim, 1))
         else:
             self.head = linear(features, 1)
-        self.projection = ClassProjection(cfg.cond, cfg.d_dim, linear) if cfg.cond else None
+        self.projection = ClassProjection(cfg.cond, cfg.d_dim, linear, centered=cfg.d_projection == "centered",
+                                          gain=cfg.d_projection_gain) if cfg.cond else None
 
     @property
     def mixes_samples(self) -> bool:

@@ -29,10 +29,15 @@ class ClassProjection(nn.Module):
     matrix's spectral norm held at its initial value, so the Lipschitz bound still holds) and its Xavier
     initialisation (as SNGAN's code, GlorotUniform)."""
 
-    def __init__(self, classes: int, dim: int, linear: LinearFactory = XavierLinear) -> None:
+    def __init__(self, classes: int, dim: int, linear: LinearFactory = XavierLinear, *, centered: bool = False,
+                 gain: float = 1.0) -> None:
         super().__init__()
-        self.classes = classes
+        self.classes, self.centered, self.gain = classes, centered, gain
         self.embed = linear(classes, dim, bias=False)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return (self.embed(F.one_hot(c, self.classes).to(h.dtype)) * h).sum(dim=-1)
+        """gain * <E[:, c], h>; centered: gain * <E[:, c] - mean_k E[:, k], h> (the one-hot label less 1 / classes)."""
+        label = F.one_hot(c, self.classes).to(h.dtype)
+        if self.centered:
+            label = label - 1.0 / self.classes
+        return (self.embed(label) * h).sum(dim=-1) * self.gain
