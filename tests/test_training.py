@@ -254,7 +254,7 @@ def test_train_on_a_prepared_zip_with_mirror(tmp_path, digits):
     assert options["run"]["data"] == str(archive)
 
 
-def _tiny_trainer(compile: bool = False, amp: torch.dtype | None = None, **overrides):
+def _tiny_trainer(compile: bool = False, amp: torch.dtype | None = None, compile_mode: str = "default", **overrides):
     from vitgan.data.dataset import ImageData
     from vitgan.training.trainer import Trainer
 
@@ -263,7 +263,7 @@ def _tiny_trainer(compile: bool = False, amp: torch.dtype | None = None, **overr
                              d_mlp_dim=64, batch=4, **overrides)
     images = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     data = ImageData(images, torch.full((8,), -1), "tiny")
-    return Trainer(cfg, data, torch.device("cpu"), amp, compile=compile)
+    return Trainer(cfg, data, torch.device("cpu"), amp, compile=compile, compile_mode=compile_mode)
 
 
 def test_bcr_diffaug_mode_is_an_independent_augmentation_of_the_plain_images():
@@ -309,6 +309,23 @@ def test_a_compiled_trainer_is_built():
     assert trainer.loss.G_run is trainer.G_run and trainer.loss.D_run is trainer.D_run
     assert trainer.loss.R1_run is trainer.R1_run
     assert trainer.G_run is not trainer.G
+
+
+def test_compile_mode_reaches_torch_compile_and_cuda_graphs_need_cuda(monkeypatch):
+    """--compile-mode M compiles G and D with torch.compile(mode=M) (default: torch's own default, no mode given);
+    R1's penalty keeps the default mode. reduce-overhead (CUDA graphs) on a CPU is refused in one line."""
+    from vitgan.config import ConfigError
+
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: modes.append(mode) or fn)
+    _tiny_trainer(compile=True)
+    assert modes == [None, None, None]
+    modes.clear()
+    trainer = _tiny_trainer(compile=True, compile_mode="max-autotune-no-cudagraphs")
+    assert modes == ["max-autotune-no-cudagraphs", "max-autotune-no-cudagraphs", None] and not trainer.cudagraphs
+    with pytest.raises(ConfigError, match="^compile_mode: reduce-overhead replays CUDA graphs and needs a CUDA "
+                                          "device, not cpu$"):
+        _tiny_trainer(compile=True, compile_mode="reduce-overhead")
 
 
 def test_several_d_steps_per_g_step_each_see_their_own_reals():
