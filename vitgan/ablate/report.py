@@ -239,6 +239,11 @@ def _stacked_row(name: str, variant: Variant, runs: list[dict[str, Any]], verdic
             f"{variant.claim}: {variant.why} | {verdict} |")
 
 
+def _each(values: list[float]) -> str:
+    """Each seed's value after a mean over several: ' (0.949, 0.974, 0.931)'; nothing for one seed."""
+    return f" ({', '.join(f'{v:.3f}' for v in values)})" if len(values) > 1 else ""
+
+
 def _row(name: str, variant: Variant, runs: list[dict[str, Any]], verdict: str) -> str:
     """The table's line of one variant."""
     fids = [r["digit_fid"] for r in runs if not r.get("diverged")]
@@ -250,7 +255,7 @@ def _row(name: str, variant: Variant, runs: list[dict[str, Any]], verdict: str) 
     return (f"| {name} | {changes} | {_spread([r['kimg'] for r in runs])} | {_spread([r['minutes'] for r in runs])} | "
             f"{_spread(fids) if fids else '-'} | {f'{statistics.median(fids):.1f}' if fids else '-'} | {per_seed} | "
             f"{', '.join('-' if r.get('diverged') else str(r['classes']) for r in runs)} | "
-            f"{_spread(agreement, 3) if agreement else '-'} | "
+            f"{_spread(agreement, 3) + _each(agreement) if agreement else '-'} | "
             f"{min(fewest) if fewest else '-'} | {_spread([r['sigma'] for r in runs])} | {variant.claim}: "
             f"{variant.why} | {verdict} |")
 
@@ -297,8 +302,8 @@ def _opening(header: str, samples: int, folder: str) -> list[str]:
         "digits (the shipped classifier's features); 'classes' counts the digits holding at least 2% of the "
         f"samples (per seed); 'fewest later' is the fewest classes at any tick after {COLLAPSE_AFTER_KIMG:g} kimg "
         "(1,000 samples per tick): below 8 means the run collapsed after the start. 'class agreement' (a "
-        "conditional variant's): the share of its samples, drawn with labels as the data's, that the classifier "
-        "gives the digit they were drawn for. Raw records: "
+        "conditional variant's; mean +- sd, then per seed): the share of its samples, drawn with labels as the "
+        "data's, that the classifier gives the digit they were drawn for. Raw records: "
         f"`{folder}/results.jsonl` (one line per run) and `{folder}/stats/` (every run's per-tick stats.jsonl).",
         "",
         "| variant | what changes | kimg | minutes | final digit FID (mean +- sd) | median | per seed | classes per "
