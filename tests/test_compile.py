@@ -12,6 +12,10 @@ from torch._dynamo.utils import counters
 
 import vitgan
 from vitgan.data import ImageData, load_mnist5k
+from vitgan.training.equality import TOLERANCES
+from vitgan.training.equality import gradients as _grads
+from vitgan.training.equality import network_state as _state
+from vitgan.training.equality import relative as _relative
 from vitgan.training.loss import R1_RTOL, TERMS, CheckedR1, check_compiled_r1, r1_penalty
 from vitgan.training.trainer import Trainer
 
@@ -34,41 +38,9 @@ def _trainer(compile: bool, amp: torch.dtype | None = None, **overrides) -> Trai
                    compile=compile, seed=0)
 
 
-def _state(trainer: Trainer) -> dict[str, torch.Tensor]:
-    """G's and D's weights and buffers (ISN's power-iteration vectors, G's w_avg)."""
-    return {f"{net}.{name}": t.detach().clone() for net in ("G", "D")
-            for name, t in getattr(trainer, net).state_dict().items()}
-
-
-def _grads(trainer: Trainer) -> dict[str, torch.Tensor]:
-    """The gradients of the step's last D phase and of its G phase."""
-    return {f"{net}.{name}": p.grad.clone() for net in ("G", "D")
-            for name, p in getattr(trainer, net).named_parameters() if p.grad is not None}
-
-
-def _relative(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """||a - b|| / ||b|| over all the tensors together."""
-    assert a.keys() == b.keys()
-    norm = lambda ts: torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in ts]))  # noqa: E731
-    return float(norm([a[k] - b[k] for k in b]) / norm(b.values()))
-
-
 def _inductor_graphs() -> int:
     """The graphs inductor has turned into code (compiled now or found in its cache)."""
     return counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"]
-
-
-# Tolerances per precision (the test's docstring says why): each step's loss terms (relative, and absolute: D's mean
-# logits are near 0), then ||compiled - eager|| / ||eager|| of the step's gradients (G's and D's), of how far the
-# weights moved and of the buffers. In the comments: the worst measured on a 2-core AMX CPU, and (fp32) what a
-# compiled G and D whose outputs are 0.1% off give.
-TOLERANCES = {
-    # terms 1.8e-5 (logits_real), gradients 5.3e-6 (0.1% off: 4.8e-4), weights 6.0e-3, buffers 1.0e-7
-    "fp32": dict(rel=1e-3, abs=1e-5, grads=1e-4, weights=0.05, buffers=1e-4),
-    # terms 2.6e-2 (grad_d's norm; losses 5e-3 absolute), gradients 5.8e-2, weights 0.17, buffers 1.4e-4: bf16's
-    # own rounding, under which a compiled G and D 5% off still pass (the fp32 case is the one that tells)
-    "bf16": dict(rel=0.1, abs=2e-2, grads=0.15, weights=0.5, buffers=1e-2),
-}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -244,7 +216,7 @@ def test_step_difference_tells_a_compiled_step_that_trains_otherwise(monkeypatch
     from the same state, a "compiled" Trainer whose G and D are exact is within every fp32 tolerance (all
     differences 0: the same kernels); one whose G and D outputs are 0.1% off is not (its gradients differ by ~1e-3,
     ten times the fp32 tolerance)."""
-    from vitgan.training.equality import TOLERANCES, step_difference
+    from vitgan.training.equality import step_difference
 
     eager = _trainer(False)
     eager.step()  # a state that is not the start
