@@ -34,9 +34,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gpu_check import peak  # noqa: E402
 
 from vitgan import presets  # noqa: E402
-from vitgan.bench import count_flops  # noqa: E402
-from vitgan.data import ImageData  # noqa: E402
-from vitgan.training.device import device_name, gemm_gflops, precision_name, resolve_device, resolve_precision  # noqa: E402
+from vitgan.bench import iteration_flops, random_trainer  # noqa: E402
+from vitgan.training.device import (  # noqa: E402
+    device_name,
+    gemm_gflops,
+    precision_name,
+    resolve_device,
+    resolve_precision,
+    synchronize,
+)
 from vitgan.training.equality import step_difference  # noqa: E402
 from vitgan.training.trainer import Trainer, images_per_step  # noqa: E402
 
@@ -47,19 +53,9 @@ MAX_AUTOTUNE_S = 150  # left in the budget to start a max-autotune case (its com
 
 
 def trainer_for(preset: str, batch: int, device: torch.device, amp: torch.dtype | None, mode: str) -> Trainer:
-    cfg = presets.get(preset, batch=batch)
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (max(2 * batch, 256), cfg.channels, cfg.resolution, cfg.resolution),
-                           dtype=torch.uint8, generator=generator)
-    torch.manual_seed(0)
     compiled = mode != "eager"
-    return Trainer(cfg, ImageData(images, torch.full((len(images),), -1), "random"), device, amp, preset=preset,
-                   compile=compiled, compile_mode=mode if compiled else "default")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return random_trainer(presets.get(preset, batch=batch), preset=preset, device=device, amp=amp, compile=compiled,
+                          compile_mode=mode if compiled else "default")
 
 
 def throughput(trainer: Trainer, device: torch.device) -> tuple[float, float]:
@@ -68,13 +64,13 @@ def throughput(trainer: Trainer, device: torch.device) -> tuple[float, float]:
     for _ in range(trainer.cfg.r1_interval + 2):  # every graph (R1's and the plain D step's) compiled
         trainer.run_step()
     trainer.check_finite()
-    sync(device)
+    synchronize(device)
     warm = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(STEPS):
         trainer.run_step()
     trainer.check_finite()
-    sync(device)
+    synchronize(device)
     return warm, STEPS * images_per_step(trainer.cfg) / (time.perf_counter() - start)
 
 
@@ -90,13 +86,6 @@ def syncs_per_step(trainer: Trainer, device: torch.device, steps: int = 4) -> fl
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught) / steps
-
-
-def iteration_flops(trainer: Trainer) -> int:
-    """The matrix-product FLOPs of an ordinary (not lazy-R1) iteration, counted on an eager Trainer."""
-    if trainer.cfg.r1_gamma > 0 and trainer.d_steps % trainer.cfg.r1_interval == 0:
-        trainer.step()  # the flop counter cannot follow R1's double backward
-    return count_flops(trainer.step)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from einops import rearrange
@@ -28,7 +29,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from vitgan.config import Config
 from vitgan.data import ImageData
 from vitgan.networks import count_parameters
-from vitgan.training.device import device_name, gemm_gflops, precision_name, time_ms
+from vitgan.training.device import CompileMode, device_name, gemm_gflops, precision_name, time_ms
+
+if TYPE_CHECKING:
+    from vitgan.training.trainer import Trainer
 
 
 class StandardViT(nn.Module):
@@ -76,18 +80,34 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.dtype | None, compile: bool = False,
-                  repeats: int = 5) -> dict[str, object]:
-    """Every figure of the module docstring, as one flat dict."""
-    from vitgan.training.trainer import Trainer, images_per_step
+def random_trainer(cfg: Config, *, preset: str, device: torch.device, amp: torch.dtype | None,
+                   compile: bool = False, compile_mode: CompileMode = "default") -> Trainer:
+    """A Trainer of `cfg` on random images (at least two batches, 256 at the fewest), its networks from seed 0."""
+    from vitgan.training.trainer import Trainer
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     images = torch.randint(0, 256, (max(2 * cfg.batch, 256), cfg.channels, cfg.resolution, cfg.resolution),
                            dtype=torch.uint8)
-    trainer = Trainer(cfg, ImageData(images, torch.full((len(images),), -1), "random"), device, amp,
-                      preset=preset, compile=compile)
+    return Trainer(cfg, ImageData(images, torch.full((len(images),), -1), "random"), device, amp, preset=preset,
+                   compile=compile, compile_mode=compile_mode)
+
+
+def iteration_flops(trainer: Trainer) -> int:
+    """The matrix-product FLOPs of one ordinary (not lazy-R1) iteration of an eager Trainer (compiled code hides
+    them from the counter, which also cannot follow R1's double backward: an R1 iteration due is taken first)."""
+    if trainer.cfg.r1_gamma > 0 and trainer.d_steps % trainer.cfg.r1_interval == 0:
+        trainer.step()
+    return count_flops(trainer.step)
+
+
+def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.dtype | None, compile: bool = False,
+                  repeats: int = 5) -> dict[str, object]:
+    """Every figure of the module docstring, as one flat dict."""
+    from vitgan.training.trainer import images_per_step
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer = random_trainer(cfg, preset=preset, device=device, amp=amp, compile=compile)
     memory_before = peak_memory_mb(device)
     step_ms = time_ms(trainer.run_step, device, warmup=3, repeats=repeats)  # first: the peak below is the iteration's
     memory_peak = peak_memory_mb(device)
@@ -104,9 +124,7 @@ def run_benchmark(cfg: Config, *, preset: str, device: torch.device, amp: torch.
     vit_ms = time_ms(_forward_backward(vit_run, lambda: x, autocast), device, repeats=repeats)
     g_ms = time_ms(_forward_backward(trainer.G_run, lambda: z, autocast), device, repeats=repeats)
     trainer.D_run, trainer.G_run = d, g  # FLOPs are counted on the plain modules (compiled code hides them)
-    if cfg.r1_gamma > 0 and trainer.d_steps % cfg.r1_interval == 0:
-        trainer.step()  # count an ordinary iteration: the flop counter cannot follow R1's double backward
-    step_flops = count_flops(trainer.step)
+    step_flops = iteration_flops(trainer)
     d_flops = count_flops(_forward_backward(d, lambda: x, autocast))
     vit_flops = count_flops(_forward_backward(vit, lambda: x, autocast))
     fp32 = gemm_gflops(device, torch.float32)

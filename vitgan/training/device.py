@@ -72,7 +72,8 @@ def precision_name(amp: torch.dtype | None) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA; elsewhere there is none)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -81,12 +82,12 @@ def time_ms(fn: Callable[[], object], device: torch.device, *, warmup: int = 2, 
     """Median wall-clock milliseconds of fn() after `warmup` calls."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
