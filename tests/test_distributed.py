@@ -60,6 +60,7 @@ def _rank(rank: int, size: int, init_file: str, batch_gpu: int, out: str) -> Non
         finished = True
     finally:  # as `vitgan` does: a barrier when both finished, then the group destroyed (its threads joined)
         distributed.shutdown(clean=finished)
+    distributed.exit_now(0)  # and, finished, the process ended without the interpreter's finalisation
 
 
 @pytest.mark.parametrize("batch_gpu", [8, 4])  # 2 ranks x 8 = 16 in one round; 2 ranks x 4 x 2 rounds of accumulation

@@ -12,7 +12,9 @@ is the same all-reduce DDP uses. NCCL serves GPUs, gloo CPUs.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +73,18 @@ def shutdown(*, clean: bool = True) -> None:
             dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def exit_now(code: int) -> None:
+    """End this rank's process with `code` at once, after `shutdown`: output flushed, the interpreter's finalisation
+    skipped. A collective backend's worker thread that outlives the group and still drops a tensor during
+    finalisation must take the GIL, which then ends the thread from inside C++ and aborts the whole process (SIGABRT,
+    "terminate called without an active exception"; pytorch/pytorch#179291): a finished rank would report a failure
+    to its launcher. Only for a process that is a rank and has nothing left to do."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def broadcast_module(module: nn.Module, world: World) -> None:
