@@ -11,7 +11,8 @@ from vitgan.nn.spectral import LinearFactory, XavierLinear
 
 def check_labels(c: torch.Tensor | None, classes: int, batch: int, what: str = "c") -> None:
     """Refuse labels that do not fit a network of `classes` classes (0: unconditional, which takes none) and a batch
-    of `batch`: one line naming `what`. Only shapes are checked (no sync); `check_label_values` checks the values."""
+    of `batch`: one line naming `what`. Only shapes are checked (no sync): the values are checked where labels
+    enter (the data's by the Trainer, `--class` by the command line)."""
     if not classes:
         if c is not None:
             raise ValueError(f"{what}: this network is unconditional (cond 0) and takes no class labels")
