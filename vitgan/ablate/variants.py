@@ -110,6 +110,8 @@ STACKED = unique("stacked", [
     Variant("rpgan-g0.1", rpgan("0.1"), "compare", "the gamma screen: RpGAN + R1 + R2 at gamma 0.1"),
     Variant("rpgan-g10", rpgan("10"), "compare", "the gamma screen: RpGAN + R1 + R2 at gamma 10"),
     Variant("ns-r2", {"r2_gamma": "1"}, "compare", "the non-saturating loss with R1 and R2 (R3GAN's 'GAN + R1 + R2')"),
+    Variant("cnn-d-rpgan", {"d_arch": "cnn", **rpgan("1")}, "compare",
+            "the CNN D with RpGAN + R1 + R2 (gamma 1): does the objective or the ViT D limit the modes?"),
 ])
 
 RECIPES.append(Variant("rpgan", rpgan("1"), "compare",
