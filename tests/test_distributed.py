@@ -244,3 +244,18 @@ def test_a_batch_gpu_that_does_not_divide_the_batch_says_which_values_work(batch
         Trainer(CFG.replace(d_pack=2), _data(), torch.device("cpu"), None, world=World(0, ranks), batch_gpu=batch_gpu)
     works = {1: "2, 4, 8, 16", 2: "2, 4, 8"}[ranks]  # even divisors of 16 / ranks (whole packs of 2)
     assert str(error.value).endswith(f"it can be {works}") and str(error.value).startswith("batch_gpu: ")
+
+
+def test_a_finished_rank_ends_with_its_code_and_its_output_flushed():
+    """`exit_now` skips the interpreter's finalisation (where a gloo thread can abort the process) but not what the
+    rank printed or logged: stdout to a pipe is block-buffered, so unflushed output would be lost."""
+    code = ("import logging, sys\n"
+            "from vitgan import distributed\n"
+            "logging.basicConfig(stream=sys.stderr, format='%(message)s')\n"
+            "print('tick 1 done', end='')\n"
+            "logging.warning('logged')\n"
+            "distributed.exit_now(3)\n"
+            "print('never')\n")
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a launcher's pipe usually is
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=buffered)
+    assert (run.returncode, run.stdout, run.stderr.strip()) == (3, "tick 1 done", "logged")
