@@ -99,6 +99,7 @@ def rpgan(gamma: str) -> dict[str, str]:
 
 
 VANILLA = PAPER[1].overrides  # the paper's vanilla ViT discriminator
+NO_SATURATION = "brightness,contrast,translation,cutout,scale"  # the preset's augmentation less saturation
 
 # StackedMNIST's 1,000 modes (issue 27): the stacked-mnist preset's ViTGAN against the relativistic objective, the
 # paper's vanilla ViT D and the CNN D, scored by modes and KL; the rpgan-g* variants are the screen of its gamma.
@@ -112,6 +113,20 @@ STACKED = unique("stacked", [
     Variant("ns-r2", {"r2_gamma": "1"}, "compare", "the non-saturating loss with R1 and R2 (R3GAN's 'GAN + R1 + R2')"),
     Variant("cnn-d-rpgan", {"d_arch": "cnn", **rpgan("1")}, "compare",
             "the CNN D with RpGAN + R1 + R2 (gamma 1): does the objective or the ViT D limit the modes?"),
+    # DiffAugment's colour op includes saturation, (x - m) * U(0, 2) + m with m the mean over the channels: on a
+    # stack of three digits it blends the channels toward one grey image, blurring the very modes being counted
+    Variant("no-saturation", {"augment": NO_SATURATION}, "compare",
+            "the preset with brightness and contrast but no saturation (which blends a stack's channels)"),
+    Variant("rpgan-no-saturation", {"augment": NO_SATURATION, **rpgan("1")}, "compare",
+            "RpGAN + R1 + R2 (gamma 1) with brightness and contrast but no saturation"),
+    Variant("vanilla-rpgan", {**VANILLA, **rpgan("1")}, "compare",
+            "the paper's vanilla ViT D with RpGAN + R1 + R2 (gamma 1): the paper's ablation under the better objective"),
+    # Does ISN, which holds each layer's largest singular value at its initial one (2.0 against the free CNN D's
+    # 6.2), keep the ViT D from telling the modes apart?
+    Variant("rpgan-sigma-reparam", {"d_norm": "sigma_reparam", **rpgan("1")}, "compare",
+            "RpGAN + R1 + R2 (gamma 1), ISN with a learned gain per layer: the ViT D may grow its scale"),
+    Variant("rpgan-no-isn", {"d_norm": "none", **rpgan("1")}, "compare",
+            "RpGAN + R1 + R2 (gamma 1), the ViTGAN D without ISN (L2 attention and overlap kept; R1, R2 hold it)"),
 ])
 
 RECIPES.append(Variant("rpgan", rpgan("1"), "compare",
