@@ -206,3 +206,28 @@ def test_a_stacked_mnist_report_tables_modes_and_kl_and_judges_on_the_kl(tmp_pat
     assert "| 700 |" in text and "KL 0.045 vs the reference's 0.450 (better)" in text
     for figure in ("modes.png", "kl.png", "fid.png"):
         assert (tmp_path / "stacked" / figure).stat().st_size > 0
+
+
+def test_two_ablate_commands_writing_one_report_keep_each_others_records(tmp_path, monkeypatch):
+    """A sweep in chunks run side by side: a record that another command wrote while this one measured (minutes after
+    this one read the file) is kept when this one writes its own."""
+    from vitgan.ablate import report
+    from vitgan.fileio import read_jsonl
+
+    raw = tmp_path / "stacked"
+    raw.mkdir()
+    earlier = {"variant": "vitgan", "seed": 0, "pixels": "uint8", "modes": 26}
+    (raw / "results.jsonl").write_text(json.dumps(earlier) + "\n")
+    theirs = {"variant": "no-saturation", "seed": 0, "pixels": "uint8", "modes": 30}
+    mine = {"variant": "rpgan", "seed": 0, "pixels": "uint8", "modes": 611}
+
+    def measured_while_the_other_command_finished(*args):
+        with (raw / "results.jsonl").open("a") as f:
+            f.write(json.dumps(theirs) + "\n")
+        return mine
+
+    monkeypatch.setattr(report, "_record", measured_while_the_other_command_finished)
+    run = tmp_path / "runs" / "rpgan-seed0"
+    run.mkdir(parents=True)
+    out = report.measure([{"variant": Variant("rpgan", {}, "compare"), "seed": 0, "run": run}], 100, raw, "cmd")
+    assert out == [earlier, theirs, mine] and read_jsonl(raw / "results.jsonl") == [earlier, theirs, mine]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 
 from vitgan.ablate.variants import Variant
 from vitgan.config import ConfigError
@@ -137,8 +138,12 @@ def measure(results: list[dict[str, Any]], samples: int, raw: Path, command: str
             continue
         records.append(_record(variant, seed, run, stats, diverged, samples, command))
     measured = {(r["variant"], r["seed"]) for r in records}
-    records = [r for key, r in known.items() if key not in measured] + records  # earlier runs' records stay
-    _write_records(raw, records)
+    # Earlier runs' records stay: those of the file as it is now, under a lock, so that two `vitgan ablate` commands
+    # writing one report (a sweep in chunks, side by side) both keep theirs; the first read is minutes old
+    with FileLock(raw / "results.jsonl.lock"):
+        current = {(r["variant"], r["seed"]): r for r in read_jsonl(raw / "results.jsonl")}
+        records = [r for key, r in {**known, **current}.items() if key not in measured] + records
+        _write_records(raw, records)
     return records
 
 
