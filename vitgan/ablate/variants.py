@@ -120,7 +120,7 @@ STACKED = unique("stacked", [
     Variant("rpgan-no-saturation", {"augment": NO_SATURATION, **rpgan("1")}, "compare",
             "RpGAN + R1 + R2 (gamma 1) with brightness and contrast but no saturation"),
     Variant("vanilla-rpgan", {**VANILLA, **rpgan("1")}, "compare",
-            "the paper's vanilla ViT D with RpGAN + R1 + R2 (gamma 1): the paper's ablation under the better objective"),
+            "the paper's vanilla ViT D with RpGAN + R1 + R2 (gamma 1): its ablation under the better objective"),
     # Does ISN, which holds each layer's largest singular value at its initial one (2.0 against the free CNN D's
     # 6.2), keep the ViT D from telling the modes apart?
     Variant("rpgan-sigma-reparam", {"d_norm": "sigma_reparam", **rpgan("1")}, "compare",
