@@ -151,6 +151,8 @@ RECIPES.append(Variant("cond-b8", {"cond": "true", "batch": "8"}, "compare",
                        "class-conditional at batch 8: twice the optimiser steps per image"))
 RECIPES.append(Variant("cond-b8-centered", {"cond": "true", "batch": "8", "d_projection": "centered"}, "compare",
                        "class-conditional at batch 8 with the class-centred projection"))
+RECIPES.append(Variant("cond-cnn-d", {"cond": "true", "d_arch": "cnn"}, "compare",
+                       "class-conditional with the CNN D (projection on its pooled feature): is the ViT D the limit?"))
 RECIPES.append(Variant("cond-b8-rpgan", {"cond": "true", "batch": "8", **rpgan("1")}, "compare",
                        "class-conditional at batch 8 with RpGAN + R1 + R2 (gamma 1)"))
 
