@@ -64,9 +64,16 @@ def final_digit_fid(snapshot: Path, samples: int) -> dict[str, float]:
     return scores
 
 
-def _write_records(raw: Path, records: list[dict[str, Any]]) -> None:
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    atomic_write(raw / "results.jsonl", lambda tmp: Path(tmp).write_text(text))
+def _merge_records(raw: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """raw/results.jsonl with `records` in it: each replaces the one of its (variant, seed) in place, the others are
+    appended. The file is read again and written under a lock, so that two `vitgan ablate` commands writing one report
+    (a sweep in chunks, side by side) both keep theirs: a command's first read is minutes old. Returns every record."""
+    with FileLock(raw / "results.jsonl.lock"):
+        merged = {(r["variant"], r["seed"]): r for r in read_jsonl(raw / "results.jsonl")}
+        merged.update(((r["variant"], r["seed"]), r) for r in records)
+        text = "".join(json.dumps(r) + "\n" for r in merged.values())
+        atomic_write(raw / "results.jsonl", lambda tmp: Path(tmp).write_text(text))
+    return list(merged.values())
 
 
 def rescore(raw: Path) -> list[dict[str, Any]]:
@@ -79,9 +86,7 @@ def rescore(raw: Path) -> list[dict[str, Any]]:
             raise ConfigError(f"report: {r['snapshot']} (the run of {r['variant']} seed {r['seed']}) is gone; its "
                               "record scored G's float outputs and cannot be scored again")
         r.update(final_digit_fid(Path(r["snapshot"]), r["samples"]), pixels="uint8")
-    if stale:
-        _write_records(raw, records)
-    return records
+    return _merge_records(raw, stale) if stale else records
 
 
 def _record(variant: Variant, seed: int, run: Path, stats: Path, diverged: str | None, samples: int,
@@ -137,14 +142,7 @@ def measure(results: list[dict[str, Any]], samples: int, raw: Path, command: str
             records.append(old)
             continue
         records.append(_record(variant, seed, run, stats, diverged, samples, command))
-    measured = {(r["variant"], r["seed"]) for r in records}
-    # Earlier runs' records stay: those of the file as it is now, under a lock, so that two `vitgan ablate` commands
-    # writing one report (a sweep in chunks, side by side) both keep theirs; the first read is minutes old
-    with FileLock(raw / "results.jsonl.lock"):
-        current = {(r["variant"], r["seed"]): r for r in read_jsonl(raw / "results.jsonl")}
-        records = [r for key, r in {**known, **current}.items() if key not in measured] + records
-        _write_records(raw, records)
-    return records
+    return _merge_records(raw, records)  # earlier runs' records stay
 
 
 # --- figures ---
