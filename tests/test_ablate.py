@@ -78,6 +78,8 @@ def test_verdicts_need_a_difference_beyond_the_spread():
     assert _verdict(better, runs(None, 10.0), runs(20.0, 22.0)).startswith("no: 1 of 2")
     assert _verdict(worse, runs(None, 50.0), runs(None, 20.0)).startswith("yes: FID 50.0")  # as often: the FIDs
     assert _verdict(worse, runs(None), runs(None)).startswith("inconclusive")
+    # a report whose reference has no run (its group's reference changed after it was recorded) judges nothing
+    assert _verdict(better, runs(10.0, 11.0), []) == "none (the reference has no run in this report)"
 
 
 def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys):

@@ -37,6 +37,25 @@ def test_paper_presets_train_with_the_authors_objective_and_the_papers_is_one_va
         assert (p.g_output, p.g_sln_equalized, p.d_head, p.d_mbstd) == ("tanh", False, "linear", False)
 
 
+def test_stacked_mnist_is_mnist_on_three_channels_with_rpgan_and_no_saturation_and_its_old_runs_say_so():
+    from vitgan.ablate import STACKED
+    from vitgan.config import parse_policy
+
+    s, m = presets.get("stacked-mnist"), presets.get("mnist")
+    # benchmarks/stacked.md: RpGAN + R1 + R2 at one gamma (R3GAN's objective), DiffAugment without saturation, which
+    # blends a stack's channels; every other field the mnist preset's
+    assert (s.channels, s.gan_loss, s.r1_gamma, s.r2_gamma, s.r1_interval) == (3, "rpgan", 1.0, 1.0, m.r1_interval)
+    ops = [name for name, _ in parse_policy(s.augment)]
+    assert "saturation" not in ops and "color" not in ops and {"brightness", "contrast", "translation"} <= set(ops)
+    same = {"channels", "gan_loss", "r2_gamma", "augment"}
+    assert {k: v for k, v in s.to_dict().items() if k not in same} == {
+        k: v for k, v in m.to_dict().items() if k not in same}
+    # the stacked group's records before 2026-12-07 ran the mnist preset on 3 channels: `ns-saturation` rebuilds it
+    old = next(v for v in STACKED if v.name == "ns-saturation").overrides
+    assert presets.get("stacked-mnist", **{k: Config.parse_value(k, v) for k, v in old.items()}) == presets.get(
+        "mnist", channels=3)
+
+
 @pytest.mark.parametrize(
     "overrides,field",
     [

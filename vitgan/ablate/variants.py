@@ -99,34 +99,43 @@ def rpgan(gamma: str) -> dict[str, str]:
 
 
 VANILLA = PAPER[1].overrides  # the paper's vanilla ViT discriminator
-NO_SATURATION = "brightness,contrast,translation,cutout,scale"  # the preset's augmentation less saturation
+# The mnist preset's objective and augmentation (non-saturating loss, R1, DiffAugment's colour op with saturation):
+# the stacked-mnist preset's until 2026-12-07. The variants measured before then spell out what of it they kept, so
+# that their records still say what ran; their names end in -saturation.
+_MNIST, _STACKED = presets.get("mnist"), presets.get("stacked-mnist")
+MNIST_OBJECTIVE = {key: str(getattr(_MNIST, key)) for key in presets.STACKED_MNIST_OBJECTIVE
+                   if getattr(_MNIST, key) != getattr(_STACKED, key)}
+SATURATION = {"augment": MNIST_OBJECTIVE["augment"]}
+NS_R1 = {key: MNIST_OBJECTIVE[key] for key in ("gan_loss", "r2_gamma")}
 
-# StackedMNIST's 1,000 modes (issue 27): the stacked-mnist preset's ViTGAN against the relativistic objective, the
-# paper's vanilla ViT D and the CNN D, scored by modes and KL; the rpgan-g* variants are the screen of its gamma.
+# StackedMNIST's 1,000 modes (issue 27): the stacked-mnist preset (RpGAN + R1 + R2, no saturation) against the
+# objective and augmentation it replaced, the paper's vanilla ViT D and the CNN D, scored by modes and KL.
 STACKED = unique("stacked", [
-    Variant("vitgan", {}, "reference", "the stacked-mnist preset: ViT G + ViT D, the non-saturating loss with R1"),
-    Variant("rpgan", rpgan("1"), "compare", "RpGAN + R1 + R2 (R3GAN's objective), gamma 1 for both, lazy as R1"),
+    Variant("vitgan", {}, "reference",
+            "the stacked-mnist preset: ViT G + ViT D, RpGAN + R1 + R2 (gamma 1), DiffAugment without saturation"),
+    Variant("ns-saturation", MNIST_OBJECTIVE, "compare", "the stacked-mnist preset before 2026-12-07: the mnist "
+            "preset's objective (non-saturating loss, R1) and augmentation (saturation, which blends a stack's channels)"),
+    Variant("ns", NS_R1, "compare", "the non-saturating loss with R1 alone"),
+    Variant("ns-r2", {"gan_loss": NS_R1["gan_loss"]}, "compare", "the non-saturating loss with R1 and R2 (R3GAN's 'GAN + R1 + R2')"),
+    Variant("saturation", SATURATION, "compare", "the preset with saturation back in DiffAugment's colour op"),
     Variant("vanilla", VANILLA, "worse", "a vanilla ViT discriminator trains unstably or drops modes"),
     Variant("cnn-d", {"d_arch": "cnn"}, "compare", "the ViTGAN G with a CNN (StyleGAN2) D"),
-    Variant("rpgan-g0.1", rpgan("0.1"), "compare", "the gamma screen: RpGAN + R1 + R2 at gamma 0.1"),
-    Variant("rpgan-g10", rpgan("10"), "compare", "the gamma screen: RpGAN + R1 + R2 at gamma 10"),
-    Variant("ns-r2", {"r2_gamma": "1"}, "compare", "the non-saturating loss with R1 and R2 (R3GAN's 'GAN + R1 + R2')"),
-    Variant("cnn-d-rpgan", {"d_arch": "cnn", **rpgan("1")}, "compare",
-            "the CNN D with RpGAN + R1 + R2 (gamma 1): does the objective or the ViT D limit the modes?"),
-    # DiffAugment's colour op includes saturation, (x - m) * U(0, 2) + m with m the mean over the channels: on a
-    # stack of three digits it blends the channels toward one grey image, blurring the very modes being counted
-    Variant("no-saturation", {"augment": NO_SATURATION}, "compare",
-            "the preset with brightness and contrast but no saturation (which blends a stack's channels)"),
-    Variant("rpgan-no-saturation", {"augment": NO_SATURATION, **rpgan("1")}, "compare",
-            "RpGAN + R1 + R2 (gamma 1) with brightness and contrast but no saturation"),
-    Variant("vanilla-rpgan", {**VANILLA, **rpgan("1")}, "compare",
-            "the paper's vanilla ViT D with RpGAN + R1 + R2 (gamma 1): its ablation under the better objective"),
+    # before 2026-12-07, on the mnist preset's objective and augmentation
+    Variant("vanilla-ns-saturation", {**MNIST_OBJECTIVE, **VANILLA}, "compare",
+            "the paper's vanilla ViT D under the mnist preset's objective and augmentation"),
+    Variant("cnn-d-ns-saturation", {**MNIST_OBJECTIVE, "d_arch": "cnn"}, "compare",
+            "the CNN D under the mnist preset's objective and augmentation"),
+    # the screen of RpGAN's gamma, with saturation
+    Variant("g0.1-saturation", {**SATURATION, "r1_gamma": "0.1", "r2_gamma": "0.1"}, "compare",
+            "the gamma screen: RpGAN + R1 + R2 at gamma 0.1, with saturation"),
+    Variant("g10-saturation", {**SATURATION, "r1_gamma": "10", "r2_gamma": "10"}, "compare",
+            "the gamma screen: RpGAN + R1 + R2 at gamma 10, with saturation"),
     # Does ISN, which holds each layer's largest singular value at its initial one (2.0 against the free CNN D's
-    # 6.2), keep the ViT D from telling the modes apart?
-    Variant("rpgan-sigma-reparam", {"d_norm": "sigma_reparam", **rpgan("1")}, "compare",
-            "RpGAN + R1 + R2 (gamma 1), ISN with a learned gain per layer: the ViT D may grow its scale"),
-    Variant("rpgan-no-isn", {"d_norm": "none", **rpgan("1")}, "compare",
-            "RpGAN + R1 + R2 (gamma 1), the ViTGAN D without ISN (L2 attention and overlap kept; R1, R2 hold it)"),
+    # 6.2), keep the ViT D from telling the modes apart? (RpGAN + R1 + R2, with saturation)
+    Variant("sigma-reparam-saturation", {**SATURATION, "d_norm": "sigma_reparam"}, "compare",
+            "ISN with a learned gain per layer (the ViT D may grow its scale), with saturation"),
+    Variant("no-isn-saturation", {**SATURATION, "d_norm": "none"}, "compare",
+            "the ViTGAN D without ISN (L2 attention and overlap kept; R1, R2 hold it), with saturation"),
 ])
 
 RECIPES.append(Variant("rpgan", rpgan("1"), "compare",
