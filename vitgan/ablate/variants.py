@@ -114,9 +114,10 @@ STACKED = unique("stacked", [
     Variant("vitgan", {}, "reference",
             "the stacked-mnist preset: ViT G + ViT D, RpGAN + R1 + R2 (gamma 1), DiffAugment without saturation"),
     Variant("ns-saturation", MNIST_OBJECTIVE, "compare", "the stacked-mnist preset before 2026-12-07: the mnist "
-            "preset's objective (non-saturating loss, R1) and augmentation (saturation, which blends a stack's channels)"),
+            "preset's objective (non-saturating loss, R1) and augmentation (with saturation)"),
     Variant("ns", NS_R1, "compare", "the non-saturating loss with R1 alone"),
-    Variant("ns-r2", {"gan_loss": NS_R1["gan_loss"]}, "compare", "the non-saturating loss with R1 and R2 (R3GAN's 'GAN + R1 + R2')"),
+    Variant("ns-r2", {"gan_loss": NS_R1["gan_loss"]}, "compare",
+            "the non-saturating loss with R1 and R2 (R3GAN's 'GAN + R1 + R2')"),
     Variant("saturation", SATURATION, "compare", "the preset with saturation back in DiffAugment's colour op"),
     Variant("vanilla", VANILLA, "worse", "a vanilla ViT discriminator trains unstably or drops modes"),
     Variant("cnn-d", {"d_arch": "cnn"}, "compare", "the ViTGAN G with a CNN (StyleGAN2) D"),
