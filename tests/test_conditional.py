@@ -17,7 +17,7 @@ from vitgan import presets
 from vitgan.cli import main
 from vitgan.config import ConfigError
 from vitgan.data import ImageData
-from vitgan.metrics.digits import class_agreement
+from vitgan.metrics.digits import agreement_by_class, class_agreement
 from vitgan.networks import CNNDiscriminator, Discriminator, Generator
 from vitgan.networks.generator import MappingNetwork
 from vitgan.nn.spectral import largest_singular_values
@@ -263,7 +263,12 @@ def test_class_agreement_by_hand():
     predicted = np.array([0, 0, 1, 1, 1, 2])
     labels = np.array([0, 1, 1, 1, 2, 2])
     # hits: 0->0 yes, 0->1 no, 1->1 yes, 1->1 yes, 1->2 no, 2->2 yes: 4 of 6; per class 0: 1/1, 1: 2/3, 2: 1/2
-    assert class_agreement(predicted, labels) == {"agreement": pytest.approx(4 / 6), "agreement_worst": 0.5}
+    assert class_agreement(predicted, labels) == {"agreement": pytest.approx(4 / 6), "agreement_worst": 0.5,
+                                                  "worst_class": 2, "worst_drawn_as": 1}  # label 2's miss was a 1
+    assert agreement_by_class(predicted, labels) == {0: 1.0, 1: pytest.approx(2 / 3), 2: 0.5}
+    # the worst class's samples taken most often for 7 (twice) over 5 (once); all right: drawn as itself
+    assert class_agreement(np.array([7, 5, 7, 3]), np.array([3, 3, 3, 3]))["worst_drawn_as"] == 7
+    assert class_agreement(np.array([4, 4]), np.array([4, 4]))["worst_drawn_as"] == 4
 
 
 def test_label_draws_follow_the_data_and_keep_their_prefix():
@@ -362,6 +367,9 @@ def test_generate_and_eval_a_conditional_generator(tmp_path, labelled, capsys):
     results = json.loads(captured.out.strip().splitlines()[-1])["results"]
     assert 0 <= results["dfid12_agreement_worst"] <= results["dfid12_agreement"] <= 1
     assert "dfid12_real_agreement" in results and "class agreement of the real data" in captured.err
+    by_class = results["dfid12_agreement_by_class"]  # each digit the 12 samples were drawn for
+    assert set(by_class) <= {"0", "1", "2"} and min(by_class.values()) == results["dfid12_agreement_worst"]
+    assert "dfid12 class agreement by class: " in captured.err
 
 
 def test_cond_refuses_unlabelled_data_and_class_on_an_unconditional_generator(tmp_path, digits, capsys):

@@ -229,7 +229,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     start = time.time()
     evaluator = Evaluator(metrics, data, inception_path=args.inception, device=device, batch=args.batch,
                           max_real=args.max_real, cache=args.cache, progress=True,
-                          log=lambda line: print(line, file=sys.stderr))
+                          log=lambda line: print(line, file=sys.stderr), per_class=True)
     results = evaluator.score_images(gen) if gen is not None else evaluator(load(args.ckpt, device=device))
     ceiling = evaluator.real_modes()  # modes metrics on stacks of digits: the same measures of the real images
     for m in metrics:
@@ -238,6 +238,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
                   f"{ceiling[f'{m.name}_real_kl']:.4f}, confidence {ceiling[f'{m.name}_real_confidence']:.3f}",
                   file=sys.stderr)
     agreement = evaluator.real_agreement() if results.keys() & {f"{m.name}_agreement" for m in metrics} else {}
+    for m in metrics:  # a conditional generator's class agreement digit by digit, and where its worst class went
+        if f"{m.name}_agreement_by_class" in results:
+            shares = ", ".join(f"{k} {v:.3f}" for k, v in results[f"{m.name}_agreement_by_class"].items())
+            print(f"{m.name} class agreement by class: {shares}; the worst, {results[f'{m.name}_worst_class']}, "
+                  f"drawn most often as {results[f'{m.name}_worst_drawn_as']}", file=sys.stderr)
     for key, value in agreement.items():  # a conditional generator's class agreement: that of the real images
         print(f"{key.removesuffix('_real_agreement')} class agreement of the real data (the ceiling): {value:.4f}",
               file=sys.stderr)

@@ -9,6 +9,7 @@ distance: digit-FID numbers are comparable with each other, not with Inception F
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,13 +110,24 @@ class DigitFID:
         }
 
 
-def class_agreement(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def class_agreement(predicted: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Class agreement of a conditional generator's samples: the share of them whose class under the classifier
     (`predicted`, e.g. the digit classifier's argmax) is the label they were generated for (`labels`), overall
-    (`agreement`) and in the class where it is lowest (`agreement_worst`, over the labels present)."""
+    (`agreement`) and in the class where it is lowest (`agreement_worst`, over the labels present): that class
+    (`worst_class`) and what its samples were most often taken for instead (`worst_drawn_as`; itself when all agree)."""
     predicted, labels = np.asarray(predicted), np.asarray(labels)
     if predicted.shape != labels.shape or not len(labels):
         raise ValueError(f"class agreement: {predicted.shape} predictions for {labels.shape} labels")
     hit = predicted == labels
-    worst = min(float(hit[labels == k].mean()) for k in np.unique(labels))
-    return {"agreement": float(hit.mean()), "agreement_worst": worst}
+    by_class = agreement_by_class(predicted, labels)
+    worst = min(by_class, key=lambda k: (by_class[k], k))
+    wrong = predicted[(labels == worst) & ~hit]
+    drawn_as = int(np.bincount(wrong).argmax()) if len(wrong) else worst
+    return {"agreement": float(hit.mean()), "agreement_worst": by_class[worst], "worst_class": worst,
+            "worst_drawn_as": drawn_as}
+
+
+def agreement_by_class(predicted: np.ndarray, labels: np.ndarray) -> dict[int, float]:
+    """The class agreement within each label present: {label: share of its samples classified as it}."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    return {int(k): float((predicted[labels == k] == k).mean()) for k in np.unique(labels)}

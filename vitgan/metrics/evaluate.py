@@ -33,7 +33,7 @@ from vitgan.distributed import World, barrier, gather
 from vitgan.fileio import atomic_write
 from vitgan.images import quantize
 from vitgan.metrics import inception
-from vitgan.metrics.digits import class_agreement, classify
+from vitgan.metrics.digits import agreement_by_class, class_agreement, classify
 from vitgan.metrics.frechet import feature_statistics, frechet_distance
 from vitgan.metrics.inception_score import inception_score
 from vitgan.metrics.kid import kernel_inception_distance
@@ -207,8 +207,8 @@ class Evaluator:
     def __init__(self, metrics: list[Metric], data: ImageData, *, inception_path: str | None = None,
                  device: torch.device | str = "cpu", batch: int = 64, max_real: int | None = None,
                  cache: str | os.PathLike | None = None, progress: bool = False,
-                 log: Callable[[str], None] = print, world: World | None = None) -> None:
-        self.metrics, self.batch, self.progress = metrics, batch, progress
+                 log: Callable[[str], None] = print, world: World | None = None, per_class: bool = False) -> None:
+        self.metrics, self.batch, self.progress, self.per_class = metrics, batch, progress, per_class
         world = self.world = world or World()
         available = self.available = min(len(data), max_real or len(data))
         self.data = data
@@ -264,7 +264,8 @@ class Evaluator:
     def __call__(self, generator: nn.Module) -> dict[str, float]:
         """The results (see `Metric.result_names`) of the generator in eval mode, on latent seeds 0..N-1; for a
         conditional generator, with labels as the data's (`labels_for`), and the class agreement of dfid and modes
-        (`<name>_agreement`, `<name>_agreement_worst`)."""
+        (`<name>_agreement`, `<name>_agreement_worst`, `<name>_worst_class`, `<name>_worst_drawn_as`; with
+        `per_class`, dfid's per digit as well: `<name>_agreement_by_class`)."""
         device = next(generator.parameters()).device
         world, step = self.world, self.batch * self.world.size
         labels = self.labels_for(generator)
@@ -368,5 +369,8 @@ class Evaluator:
             if labels is not None and m.kind in ("dfid", "modes"):  # do samples keep the class they were drawn for?
                 agreement = class_agreement(predicted, labels[:n])
                 results.update({f"{m.name}_{key}": value for key, value in agreement.items()})
+                if self.per_class and m.kind == "dfid":
+                    by_class = agreement_by_class(predicted, labels[:n])
+                    results[f"{m.name}_agreement_by_class"] = {str(k): v for k, v in by_class.items()}
         return results
 

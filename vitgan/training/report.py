@@ -22,9 +22,11 @@ from vitgan.fileio import atomic_write, read_jsonl
 from vitgan.images import save_grid
 from vitgan.training.loss import TERMS
 
-# the status line: the loss terms, then what else a tick measures (augment_p: ADA moves it; modes on StackedMNIST;
+# the status line: the loss terms, then what else a tick measures (augment_p: ADA moves it; agreement: a conditional
+# G's; modes on StackedMNIST;
 # metrics of --metrics follow)
-SHOWN = (*TERMS, "logits_real", "logits_fake", "augment_p", "g_z_std", "digit_fid", "classes", "modes", "modes_kl")
+SHOWN = (*TERMS, "logits_real", "logits_fake", "augment_p", "g_z_std", "digit_fid", "classes", "agreement", "modes",
+         "modes_kl")
 
 
 def new_run_dir(outdir: Path, preset: str, data_name: str) -> Path:
