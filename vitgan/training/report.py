@@ -23,8 +23,7 @@ from vitgan.images import save_grid
 from vitgan.training.loss import TERMS
 
 # the status line: the loss terms, then what else a tick measures (augment_p: ADA moves it; agreement: a conditional
-# G's; modes on StackedMNIST;
-# metrics of --metrics follow)
+# G's; modes on StackedMNIST; metrics of --metrics follow)
 SHOWN = (*TERMS, "logits_real", "logits_fake", "augment_p", "g_z_std", "digit_fid", "classes", "agreement", "modes",
          "modes_kl")
 
