@@ -54,7 +54,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # StackedMNIST (issue 27, benchmarks/stacked.md): the mnist preset on 3 channels with two changes measured there at
 # 100 kimg on 3 seeds. No saturation in DiffAugment: it blends a stack's channels toward one grey image, the very modes
 # being counted. And R3GAN's relativistic objective, RpGAN + R1 + R2 at gamma 1 (lazy as R1 is): the mnist preset's
-# own (non-saturating, R1) collapsed to 13-42 of the 1,000 modes on every seed, this covered 611-857.
+# own (non-saturating, R1) collapsed to 13-42 of the 1,000 modes on every seed, this covered 611-857. Not yet stable:
+# to 240 kimg it collapsed after 100 kimg on 2 of 3 seeds (benchmarks/stacked-240.md).
 STACKED_MNIST_OBJECTIVE: dict[str, Any] = dict(
     gan_loss="rpgan", r1_gamma=1.0, r2_gamma=1.0, augment="brightness,contrast,translation,cutout,scale")
 PRESETS["stacked-mnist"] = dict(PRESETS["mnist"], channels=3, **STACKED_MNIST_OBJECTIVE)
