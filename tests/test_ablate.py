@@ -100,6 +100,10 @@ def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys
     report.write_text(report.read_text() + "\n" + HAND_WRITTEN + "\nA reading.\n")
     assert main(args) == 0  # finished runs are reused, not retrained, and not measured again
     assert capsys.readouterr().out.count("started") == 2
+    # a folder that trained another configuration (here: another --set) or length is refused, not taken as this run
+    for changed in (["--set", "d_mlp_dim=32"], ["--kimg", "0.024"]):
+        assert main([*args, *changed]) == 2
+        assert "trained another configuration than vitgan asks" in capsys.readouterr().err
     import shutil
 
     shutil.move(tmp_path / "runs", tmp_path / "elsewhere")  # another machine: the runs are gone, the records are not

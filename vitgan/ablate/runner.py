@@ -1,10 +1,12 @@
 """Running `vitgan ablate`'s sweep: one `vitgan train` process per (variant, seed), `--jobs` at a time with
 `--threads` CPU threads each, under `<outdir>/runs/<variant>-seed<N>/`. A run finished earlier (it has a network
-snapshot) is reused, and so is a run stopped earlier by a NaN or inf (its message kept in the DIVERGED file); a run
+snapshot) is reused, and so is a run stopped earlier by a NaN or inf (its message kept in the DIVERGED file), when
+its saved configuration is the one the sweep asks of the variant (else a one-line error names the fields); a run
 whose folder is gone (another machine, a clean clone) but whose record the report keeps is taken as recorded."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vitgan import presets
 from vitgan.ablate.variants import RUN_SWITCHES, Variant
+from vitgan.config import Config, ConfigError
 from vitgan.errors import EXIT_DIVERGED
 from vitgan.fileio import atomic_write
 from vitgan.training.checkpoint import SNAPSHOT_GLOB
@@ -40,14 +44,38 @@ def _run_folder(outdir: Path) -> Path:
     return sorted(p for p in outdir.iterdir() if p.is_dir())[-1]
 
 
-def _earlier(variant: Variant, seed: int, outdir: Path) -> dict[str, Any] | None:
-    """The result of a run finished or diverged in an earlier sweep, None if it is still to train."""
+def _earlier(variant: Variant, seed: int, outdir: Path, args: Any) -> dict[str, Any] | None:
+    """The result of a run finished or diverged in an earlier sweep, None if it is still to train. A folder that
+    trained another configuration or length than this sweep asks of the variant (a preset or a variant changed since,
+    or another --kimg) is refused with a one-line error rather than taken for this variant's run."""
+    if outdir.exists() and (list(outdir.glob(f"*/{SNAPSHOT_GLOB}")) or (outdir / DIVERGED).exists()):
+        _check_trained_as_asked(variant, args, _run_folder(outdir))
     if list(outdir.glob(f"*/{SNAPSHOT_GLOB}")):  # finished earlier: reuse it
         return {"variant": variant, "seed": seed, "run": _run_folder(outdir)}
     if (outdir / DIVERGED).exists():  # diverged earlier: the same seed diverges again
         return {"variant": variant, "seed": seed, "run": _run_folder(outdir),
                 "diverged": (outdir / DIVERGED).read_text().strip()}
     return None
+
+
+def _check_trained_as_asked(variant: Variant, args: Any, run: Path) -> None:
+    """Raise ConfigError naming the run folder and the fields where its saved configuration differs from the
+    preset with the variant's and the sweep's overrides at --kimg (a folder without training_options.json, from
+    before it was written, is taken as it is)."""
+    options = run / "training_options.json"
+    if not options.exists():
+        return
+    saved = json.loads(options.read_text())["config"]
+    overrides = {**variant.overrides, **dict(args.override)}
+    fields = {k: Config.parse_value(k, v) for k, v in overrides.items() if k not in RUN_SWITCHES}
+    expected = presets.get(args.preset, kimg=float(args.kimg), **fields).to_dict()
+    for key in RUN_SWITCHES & overrides.keys():  # --cond: the class count the data gave, when on
+        expected[key] = (saved.get(key) or "on") if overrides[key] == "true" else expected[key]
+    differ = sorted(k for k in expected.keys() | saved.keys() if expected.get(k) != saved.get(k))
+    if differ:
+        shown = ", ".join(f"{k} {saved.get(k)!r} (asked: {expected.get(k)!r})" for k in differ[:4])
+        raise ConfigError(f"ablate: {run} trained another configuration than {variant.name} asks: {shown}"
+                          f"{' ...' if len(differ) > 4 else ''}; move it away or choose another --outdir")
 
 
 def _start(variant: Variant, seed: int, args: Any, outdir: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -98,7 +126,7 @@ def run_all(variants: list[Variant], seeds: list[int], args: Any, root: Path,
         while queue and len(running) < args.jobs:
             variant, seed = queue.pop(0)
             outdir = root / "runs" / f"{variant.name}-seed{seed}"
-            earlier = _earlier(variant, seed, outdir)
+            earlier = _earlier(variant, seed, outdir, args)
             record = None if outdir.exists() else _recorded(variant, seed, args, records or {})
             if earlier is None and record is not None:
                 print(f"ablate: {variant.name} seed {seed} is recorded and its run folder is gone: kept as recorded",
