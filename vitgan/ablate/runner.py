@@ -65,7 +65,7 @@ def _check_trained_as_asked(variant: Variant, args: Any, run: Path) -> None:
     options = run / "training_options.json"
     if not options.exists():
         return
-    saved = json.loads(options.read_text())["config"]
+    saved = {**Config().to_dict(), **json.loads(options.read_text())["config"]}  # a field added since: its default
     overrides = {**variant.overrides, **dict(args.override)}
     fields = {k: Config.parse_value(k, v) for k, v in overrides.items() if k not in RUN_SWITCHES}
     expected = presets.get(args.preset, kimg=float(args.kimg), **fields).to_dict()
