@@ -48,14 +48,15 @@ def _earlier(variant: Variant, seed: int, outdir: Path, args: Any) -> dict[str, 
     """The result of a run finished or diverged in an earlier sweep, None if it is still to train. A folder that
     trained another configuration or length than this sweep asks of the variant (a preset or a variant changed since,
     or another --kimg) is refused with a one-line error rather than taken for this variant's run."""
-    if outdir.exists() and (list(outdir.glob(f"*/{SNAPSHOT_GLOB}")) or (outdir / DIVERGED).exists()):
-        _check_trained_as_asked(variant, args, _run_folder(outdir))
-    if list(outdir.glob(f"*/{SNAPSHOT_GLOB}")):  # finished earlier: reuse it
-        return {"variant": variant, "seed": seed, "run": _run_folder(outdir)}
-    if (outdir / DIVERGED).exists():  # diverged earlier: the same seed diverges again
-        return {"variant": variant, "seed": seed, "run": _run_folder(outdir),
-                "diverged": (outdir / DIVERGED).read_text().strip()}
-    return None
+    finished, diverged = bool(list(outdir.glob(f"*/{SNAPSHOT_GLOB}"))), (outdir / DIVERGED).exists()
+    if not (finished or diverged):
+        return None
+    run = _run_folder(outdir)
+    _check_trained_as_asked(variant, args, run)
+    if finished:  # finished earlier: reuse it
+        return {"variant": variant, "seed": seed, "run": run}
+    # diverged earlier: the same seed diverges again
+    return {"variant": variant, "seed": seed, "run": run, "diverged": (outdir / DIVERGED).read_text().strip()}
 
 
 def _check_trained_as_asked(variant: Variant, args: Any, run: Path) -> None:
@@ -70,7 +71,8 @@ def _check_trained_as_asked(variant: Variant, args: Any, run: Path) -> None:
     fields = {k: Config.parse_value(k, v) for k, v in overrides.items() if k not in RUN_SWITCHES}
     expected = presets.get(args.preset, kimg=float(args.kimg), **fields).to_dict()
     for key in RUN_SWITCHES & overrides.keys():  # --cond: the class count the data gave, when on
-        expected[key] = (saved.get(key) or "on") if overrides[key] == "true" else expected[key]
+        if overrides[key] == "true":
+            expected[key] = saved.get(key) or "on"
     differ = sorted(k for k in expected.keys() | saved.keys() if expected.get(k) != saved.get(k))
     if differ:
         shown = ", ".join(f"{k} {saved.get(k)!r} (asked: {expected.get(k)!r})" for k in differ[:4])
