@@ -381,3 +381,20 @@ def test_cond_refuses_unlabelled_data_and_class_on_an_unconditional_generator(tm
     run = _run(tmp_path, digits, "--kimg", "0.004", "--tick", "0.004")
     assert main(["generate", "--ckpt", str(run), "--seeds", "0", "--class", "1", "--outdir", str(tmp_path / "o")]) == 2
     assert "class: this generator is unconditional" in capsys.readouterr().err
+
+
+def test_cond_token_adds_the_class_embedding_to_the_class_token_at_the_input():
+    """d_cond_token: D's class token enters its blocks as cls + E_in[:, c]. Computed by a D without it whose class
+    token is set to cls + E_in[:, c] by hand, one image at a time (no minibatch std, so images do not mix)."""
+    torch.manual_seed(0)
+    D = Discriminator(_cfg(d_cond_token=True, d_mbstd=False)).eval()
+    x, c = torch.randn(3, 1, 32, 32), torch.tensor([0, 4, 9])
+    logits = D(x, c)
+    E, cls = D.cond_token.weight.detach().clone(), D.cls_token.detach().clone()  # E: column k is class k's
+    D.cond_token = None
+    for i in range(3):
+        with torch.no_grad():
+            D.cls_token.copy_(cls + E[:, c[i]])
+        torch.testing.assert_close(logits[i:i + 1], D(x[i:i + 1], c[i:i + 1]))
+    with pytest.raises(ConfigError, match="d_cond_token: True needs the ViT D"):
+        _cfg(d_cond_token=True, d_arch="cnn")

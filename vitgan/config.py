@@ -99,6 +99,9 @@ class Config:
         "<embed(c) - mean_k embed(k), h> (the head alone says how real; the embedding's norm, held by ISN, goes to "
         "what tells the classes apart)")
     d_projection_gain: float = option(1.0, "D with cond: the projection term times this")
+    d_cond_token: bool = option(False, "ViT D with cond: also add a class embedding (under D's normalisation, as the "
+                                "projection's) to the class token at the input, so that the label steers D's "
+                                "attention and not only the final projection term")
     d_mbstd: bool = option(False, "ViT D: append the minibatch standard deviation of the class token to the head's "
                            "input")
     d_mbstd_group: int = option(4, "minibatch-std group size (ViT D with d_mbstd, and CNN D): the standard deviation "
@@ -178,6 +181,8 @@ class Config:
              "per image")
         need(self.d_projection != "hidden" or (self.d_arch == "vit" and self.d_head == "mlp"), "d_projection",
              "needs the ViT D's MLP head (d_arch vit, d_head mlp): only it has a hidden layer")
+        need(not self.d_cond_token or self.d_arch == "vit", "d_cond_token", "needs the ViT D (d_arch vit): only it "
+             "has a class token")
         need(self.resolution % self.g_patch == 0, "g_patch", f"must divide resolution={self.resolution}")
         need(self.g_dim % self.g_heads == 0, "g_heads", f"must divide g_dim={self.g_dim}")
         if self.d_arch == "vit":

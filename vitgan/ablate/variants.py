@@ -121,6 +121,9 @@ STACKED = unique("stacked", [
     Variant("saturation", SATURATION, "compare", "the preset with saturation back in DiffAugment's colour op"),
     Variant("vanilla", VANILLA, "worse", "a vanilla ViT discriminator trains unstably or drops modes"),
     Variant("cnn-d", {"d_arch": "cnn"}, "compare", "the ViTGAN G with a CNN (StyleGAN2) D"),
+    # against the collapse after 100 kimg (benchmarks/stacked-240.md): D's logit gap holds while G's variation falls
+    Variant("g10", rpgan("10"), "compare", "RpGAN + R1 + R2 at gamma 10: stronger zero-centred penalties"),
+    Variant("d-lr-half", {"d_lr": str(_STACKED.d_lr / 2)}, "compare", "D's learning rate halved (G's kept)"),
     # before 2026-12-07, on the mnist preset's objective and augmentation
     Variant("vanilla-ns-saturation", {**MNIST_OBJECTIVE, **VANILLA}, "compare",
             "the paper's vanilla ViT D under the mnist preset's objective and augmentation"),
@@ -166,6 +169,16 @@ RECIPES.append(Variant("cond-cnn-d", {"cond": "true", "d_arch": "cnn"}, "compare
 RECIPES.append(Variant("cond-b8-rpgan", {"cond": "true", "batch": "8", **rpgan("1")}, "compare",
                        "class-conditional at batch 8 with RpGAN + R1 + R2 (gamma 1)"))
 
+# G's mapping MLP learns at lr x 0.01 (StyleGAN2-ADA's multiplier, the preset's): over 50 kimg it barely moves, so
+# the label reaches w through a nearly fixed random MLP, only the label embedding learning
+RECIPES.append(Variant("cond-b8-map1", {"cond": "true", "batch": "8", "mapping_lr_mul": "1"}, "compare",
+                       "class-conditional at batch 8 with G's mapping MLP at the full learning rate (lr x 1)"))
+RECIPES.append(Variant("cond-map1", {"cond": "true", "mapping_lr_mul": "1"}, "compare",
+                       "class-conditional with G's mapping MLP at the full learning rate (lr x 1)"))
+# The ViT D learns the classes slowly (agreement still rising at 50 kimg; the CNN D's is 0.93 by 25 kimg): the label
+# also at D's input, in its class token, so that attention can look for the class
+RECIPES.append(Variant("cond-b8-token", {"cond": "true", "batch": "8", "d_cond_token": "true"}, "compare",
+                       "class-conditional at batch 8 with the class also embedded in the ViT D's class token"))
 GROUPS = {"paper": PAPER, "recipe": unique("recipe", RECIPES), "stacked": STACKED}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vitgan.config import Config
@@ -50,7 +51,8 @@ class Discriminator(nn.Module):
     Patches of side P + 2o with stride P (o = P/2 when `d_overlap`, else 0), zero-padded by o at the border, are
     projected to tokens; a class token and learned 1-D positional embeddings are added; pre-LN blocks with L2 (or
     dot-product) attention follow; the logit is a linear projection (or a 2-layer MLP, `d_head`) of the class token
-    after a final LayerNorm, plus, with `cond`, the projection term <embed(c), class token> (`ClassProjection`).
+    after a final LayerNorm, plus, with `cond`, the projection term <embed(c), class token> (`ClassProjection`);
+    with `d_cond_token` the class token also starts with a class embedding added.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -79,6 +81,8 @@ class Discriminator(nn.Module):
             self.head = linear(features, 1)
         self.projection = ClassProjection(cfg.cond, cfg.d_dim, linear, centered=cfg.d_projection == "centered",
                                           gain=cfg.d_projection_gain) if cfg.cond else None
+        # d_cond_token: the class token starts as cls + E_in[:, c], an embedding of the one-hot label
+        self.cond_token = linear(cfg.cond, cfg.d_dim, bias=False) if cfg.cond and cfg.d_cond_token else None
 
     @property
     def mixes_samples(self) -> bool:
@@ -92,6 +96,8 @@ class Discriminator(nn.Module):
         check_labels(c, self.cfg.cond, x.shape[0])
         tokens = self.patch_embed(image_patches(x, self.cfg.d_patch, self.overlap))  # (B, L, dim)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
+        if self.cond_token is not None:
+            cls = cls + self.cond_token(F.one_hot(c, self.cfg.cond).to(tokens.dtype))[:, None]
         h = torch.cat([cls, tokens], dim=1) + self.pos_embed  # (B, 1 + L, dim)
         for block in self.blocks:
             h = block(h)
