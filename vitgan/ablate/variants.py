@@ -179,6 +179,8 @@ RECIPES.append(Variant("cond-map1", {"cond": "true", "mapping_lr_mul": "1"}, "co
 # also at D's input, in its class token, so that attention can look for the class
 RECIPES.append(Variant("cond-b8-token", {"cond": "true", "batch": "8", "d_cond_token": "true"}, "compare",
                        "class-conditional at batch 8 with the class also embedded in the ViT D's class token"))
+RECIPES.append(Variant("cond-map1-token", {"cond": "true", "mapping_lr_mul": "1", "d_cond_token": "true"}, "compare",
+                       "class-conditional with the mapping MLP at lr x 1 and the class in the ViT D's class token"))
 GROUPS = {"paper": PAPER, "recipe": unique("recipe", RECIPES), "stacked": STACKED}
 
 
