@@ -80,6 +80,11 @@ def test_verdicts_need_a_difference_beyond_the_spread():
     assert _verdict(worse, runs(None), runs(None)).startswith("inconclusive")
     # a report whose reference has no run (its group's reference changed after it was recorded) judges nothing
     assert _verdict(better, runs(10.0, 11.0), []) == "none (the reference has no run in this report)"
+    # a run a --minutes cap stopped at 130 kimg is not judged against a reference trained to 240
+    short, full = [{"digit_fid": 10.0, "kimg": 130.0}], [{"digit_fid": 20.0, "kimg": 240.0}]
+    assert _verdict(better, short, full) == ("not comparable (trained 130 kimg, the reference 240: a --minutes cap "
+                                             "ended it early)")
+    assert _verdict(better, [{"digit_fid": 10.0, "kimg": 240.0}], full).startswith("yes")
 
 
 def test_a_tiny_ablation_writes_its_report_from_its_raw_records(tmp_path, capsys):

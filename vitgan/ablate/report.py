@@ -373,7 +373,7 @@ def write_report(records: list[dict[str, Any]], variants: list[Variant], header:
 def _verdict(variant: Variant, runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> str:
     """The variant against the reference: more diverged seeds first (less stable), else the mean final digit FIDs
     (StackedMNIST: KLs) over the seeds that held, told apart only beyond the larger spread over seeds (10% of the
-    reference's with one seed)."""
+    reference's with one seed). Runs that stopped short of the reference's length (a --minutes cap) are not judged."""
     if variant.claim == "reference":
         return "reference"
     if not reference:  # e.g. a report recorded before its group's reference changed
@@ -387,6 +387,10 @@ def _verdict(variant: Variant, runs: list[dict[str, Any]], reference: list[dict[
     ref_fids = [r[key] for r in reference if not r.get("diverged")]
     if not fids or not ref_fids:
         return f"inconclusive ({diverged} of {len(runs)} seeds diverged, the reference's {ref_diverged})"
+    lengths, ref_lengths = ([r["kimg"] for r in x if not r.get("diverged") and "kimg" in r] for x in (runs, reference))
+    if lengths and ref_lengths and max(abs(k - max(ref_lengths)) for k in lengths) > 0.01 * max(ref_lengths):
+        return (f"not comparable (trained {min(lengths):g} kimg, the reference {max(ref_lengths):g}: a --minutes cap "
+                f"ended it early)")
     mine, ref = statistics.fmean(fids), statistics.fmean(ref_fids)
     noise = max([statistics.stdev(x) for x in (fids, ref_fids) if len(x) > 1], default=0.1 * ref)
     if abs(mine - ref) <= noise:
