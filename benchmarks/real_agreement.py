@@ -15,4 +15,5 @@ _, probs = classify(load_classifier(), data.images)
 predicted, labels = probs.argmax(1), np.asarray(data.labels)
 print(json.dumps({"images": len(labels), **class_agreement(predicted, labels),
                   "by_class": {int(k): v for k, v in agreement_by_class(predicted, labels).items()},
-                  "real_2s_predicted_as": np.bincount(predicted[labels == 2], minlength=10).tolist()}))
+                  # row k: how the real k's were read
+                  "confusion": [np.bincount(predicted[labels == k], minlength=10).tolist() for k in range(10)]}))

@@ -388,9 +388,9 @@ def _verdict(variant: Variant, runs: list[dict[str, Any]], reference: list[dict[
     if not fids or not ref_fids:
         return f"inconclusive ({diverged} of {len(runs)} seeds diverged, the reference's {ref_diverged})"
     lengths, ref_lengths = ([r["kimg"] for r in x if not r.get("diverged") and "kimg" in r] for x in (runs, reference))
-    if lengths and ref_lengths and max(abs(k - max(ref_lengths)) for k in lengths) > 0.01 * max(ref_lengths):
-        return (f"not comparable (trained {min(lengths):g} kimg, the reference {max(ref_lengths):g}: a --minutes cap "
-                f"ended it early)")
+    full = max(ref_lengths, default=0.0)
+    if ref_lengths and any(abs(k - full) > 0.01 * full for k in lengths):
+        return f"not comparable (trained {min(lengths):g} kimg, the reference {full:g}: a --minutes cap ended it early)"
     mine, ref = statistics.fmean(fids), statistics.fmean(ref_fids)
     noise = max([statistics.stdev(x) for x in (fids, ref_fids) if len(x) > 1], default=0.1 * ref)
     if abs(mine - ref) <= noise:
